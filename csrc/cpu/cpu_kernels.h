@@ -1,0 +1,16 @@
+// CPU kernels: blocked channel GEMMs, threaded with at::parallel_for, AVX2/FMA where available.
+#pragma once
+
+#include "conv_args.h"
+
+namespace pointwise::cpu {
+
+void forward(const ForwardArgs& args);
+void backward_input(const BackwardInputArgs& args);
+void backward_weight(const BackwardWeightArgs& args);
+
+// Whether the AVX2/FMA kernels were compiled in (POINTWISE_WITH_AVX2), and whether this CPU runs them.
+bool avx2_compiled();
+bool avx2_supported();
+
+}  // namespace pointwise::cpu

@@ -1,0 +1,458 @@
+// The tiled channel GEMM behind every CUDA op of the package (see gemm_problem.h for the problem).
+//
+// One block computes a BM x BN tile of C for one group (and one split-K chunk):
+//   1. a STAGES-deep cp.async pipeline stages BM x BK tiles of A and BK x BN tiles of B in shared
+//      memory, each kept in the orientation it has in global memory (16-byte vectors along the
+//      contiguous dimension where the host allowed it, gathered element by element otherwise);
+//   2. a math engine consumes the stages: tensor cores through mma.sync (bf16 / fp16 m16n8k16,
+//      TF32 m16n8k8) or exact FFMA/DFMA (SIMT), accumulating in fp32 (fp64 for double);
+//   3. the accumulators go through shared memory so that the epilogue (bias, residual,
+//      activation, cast) reads and writes 16-byte vectors along the output's contiguous dimension,
+//      whichever layout that is.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda/gemm_problem.h"
+
+namespace pointwise::cuda {
+
+// Tile shape: BM x BN per block, BK per pipeline stage, WARPS_M x WARPS_N warps.
+template <int BM_, int BN_, int BK_, int WARPS_M_, int WARPS_N_, int STAGES_>
+struct TileConfig {
+  static constexpr int BM = BM_, BN = BN_, BK = BK_;
+  static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, STAGES = STAGES_;
+  static constexpr int kThreads = 32 * WARPS_M * WARPS_N;
+  static_assert(STAGES >= 2, "the pipeline needs at least two stages");
+  static_assert(BK % 16 == 0, "BK must hold whole mma k-steps (16 for bf16/fp16)");
+};
+
+// The tile shapes of TileShape (gemm_problem.h); ops_cuda.cpp picks one per problem.
+using LargeTile = TileConfig<128, 128, 32, 2, 4, 3>;   // big GEMMs
+using NarrowMTile = TileConfig<32, 128, 32, 1, 4, 4>;  // few output channels (e.g. 512 -> 10)
+using MediumTile = TileConfig<64, 64, 32, 2, 2, 4>;    // mid-size GEMMs that would leave SMs idle with 128x128
+using NarrowNTile = TileConfig<128, 32, 32, 4, 1, 4>;  // few pixels (7x7 maps, 1x1 squeeze-excite)
+using DoubleTile = TileConfig<32, 32, 16, 1, 2, 2>;    // float64, for checking: small and within any smem limit
+
+template <typename T> struct AccumulatorOf { using type = float; };
+template <> struct AccumulatorOf<double> { using type = double; };
+
+template <typename T> __device__ __forceinline__ float to_float(T v) { return static_cast<float>(v); }
+template <> __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T, typename A> __device__ __forceinline__ T from_acc(A v) { return static_cast<T>(v); }
+template <> __device__ __forceinline__ __half from_acc(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_acc(float v) { return __float2bfloat16_rn(v); }
+
+template <typename A> __device__ __forceinline__ A to_acc(float v) { return v; }
+template <typename A, typename T> __device__ __forceinline__ A load_acc(const T& v) {
+  if constexpr (std::is_same_v<A, double>) return static_cast<double>(v);
+  else return to_float(v);
+}
+
+template <typename A> __device__ __forceinline__ A activate(A z, int32_t activation) {
+  switch (activation) {
+    case 1: return z > A(0) ? z : A(0);                                // relu
+    case 2: return z < A(0) ? A(0) : (z > A(6) ? A(6) : z);           // relu6
+    case 3: return z / (A(1) + exp(-z));                               // silu
+    case 4: return A(0.5) * z * (A(1) + erf(z * A(0.70710678118654752440)));  // gelu (erf)
+    default: return z;
+  }
+}
+
+// ---- cp.async (sm_80+) -------------------------------------------------------------------------
+
+// Copies BYTES from global to shared memory asynchronously; writes zeros when !valid.
+template <int BYTES>
+__device__ __forceinline__ void cp_async(void* smem, const void* gmem, bool valid) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const int src_bytes = valid ? BYTES : 0;
+  if constexpr (BYTES == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(src_bytes));
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(dst), "l"(gmem), "n"(BYTES),
+                 "r"(src_bytes));
+  }
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int PENDING>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING)); }
+
+// ---- shared-memory tiles -------------------------------------------------------------------------
+
+// A tile of OUTER x INNER elements stored row by row (INNER contiguous), rows padded so that the
+// fragment reads of the engines below hit distinct banks and every row stays 16-byte aligned.
+template <typename T, int OUTER, int INNER, int PAD_BYTES>
+struct SmemTile {
+  static constexpr int kLd = INNER + PAD_BYTES / int(sizeof(T));
+  static constexpr int kElems = OUTER * kLd;
+  static_assert((kLd * sizeof(T)) % 16 == 0, "rows must stay 16-byte aligned for cp.async");
+};
+
+// Fills one stage of a tile from global memory. The tile's rows follow `outer`, its columns
+// `inner` (the contiguous dimension in global memory); indices at or past the ends read zeros.
+template <typename T, int OUTER, int INNER, int LD, int THREADS>
+__device__ __forceinline__ void load_tile(T* smem, const T* gmem, const DimIndex& outer, int32_t outer0,
+                                          int32_t outer_end, const DimIndex& inner, int32_t inner0,
+                                          int32_t inner_end, bool vectorized) {
+  if (vectorized) {
+    constexpr int V = 16 / sizeof(T);
+    constexpr int kVectors = OUTER * INNER / V;
+#pragma unroll
+    for (int it = 0; it < (kVectors + THREADS - 1) / THREADS; ++it) {
+      const int v = threadIdx.x + it * THREADS;
+      if (kVectors % THREADS != 0 && v >= kVectors) break;
+      const int o = v / (INNER / V), i = (v % (INNER / V)) * V;
+      const int32_t go = outer0 + o, gi = inner0 + i;
+      int64_t offset = -1;
+      if (go < outer_end && gi < inner_end) {
+        const int64_t oo = outer.offset(go), io = inner.offset(gi);
+        if (oo >= 0 && io >= 0) offset = oo + io;
+      }
+      cp_async<16>(smem + o * LD + i, offset >= 0 ? gmem + offset : gmem, offset >= 0);
+    }
+  } else {
+    constexpr int kElems = OUTER * INNER;
+#pragma unroll 4
+    for (int e = threadIdx.x; e < kElems; e += THREADS) {
+      const int o = e / INNER, i = e % INNER;
+      const int32_t go = outer0 + o, gi = inner0 + i;
+      int64_t offset = -1;
+      if (go < outer_end && gi < inner_end) {
+        const int64_t oo = outer.offset(go), io = inner.offset(gi);
+        if (oo >= 0 && io >= 0) offset = oo + io;
+      }
+      if constexpr (sizeof(T) >= 4) {
+        cp_async<sizeof(T)>(smem + o * LD + i, offset >= 0 ? gmem + offset : gmem, offset >= 0);
+      } else {  // cp.async moves at least 4 bytes: 16-bit elements go through registers
+        smem[o * LD + i] = offset >= 0 ? gmem[offset] : from_acc<T>(0.0f);
+      }
+    }
+  }
+}
+
+// ---- math engines ------------------------------------------------------------------------------
+// Each engine: padding of its shared tiles, the accumulator fragment, one BK stage of math,
+// and the write of its accumulators into the shared C tile.
+
+template <Math MATH, typename T, class Cfg, bool A_K, bool B_K>
+struct Engine;
+
+// Exact fp32 / fp64: thread (ty, tx) of a 16-wide grid owns rows ty + i*TY and columns tx + j*16,
+// so a warp reads 2 rows of A (broadcast) and 16 consecutive columns of B per k.
+template <typename T, class Cfg, bool A_K, bool B_K>
+struct Engine<Math::kSimt, T, Cfg, A_K, B_K> {
+  static constexpr int TX = 16, TY = Cfg::kThreads / TX;
+  static constexpr int TM = Cfg::BM / TY, TN = Cfg::BN / TX;
+  static_assert(Cfg::BM % TY == 0 && Cfg::BN % TX == 0, "SIMT thread grid must tile the block");
+  static constexpr int kPadK = 16, kPadMN = 16;
+  using Acc = T;
+  Acc acc[TM][TN];
+
+  __device__ void init() {
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int j = 0; j < TN; ++j) acc[i][j] = Acc(0);
+  }
+  template <int LDA, int LDB>
+  __device__ void mma_stage(const T* As, const T* Bs) {
+    const int ty = threadIdx.x / TX, tx = threadIdx.x % TX;
+#pragma unroll 4
+    for (int k = 0; k < Cfg::BK; ++k) {
+      T a[TM], b[TN];
+#pragma unroll
+      for (int i = 0; i < TM; ++i) a[i] = A_K ? As[(ty + i * TY) * LDA + k] : As[k * LDA + ty + i * TY];
+#pragma unroll
+      for (int j = 0; j < TN; ++j) b[j] = B_K ? Bs[(tx + j * TX) * LDB + k] : Bs[k * LDB + tx + j * TX];
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
+    }
+  }
+  // Writes the accumulators to Cs[m * ld_m + n * ld_n] (one of the two strides is 1).
+  __device__ void store(Acc* Cs, int ld_m, int ld_n) const {
+    const int ty = threadIdx.x / TX, tx = threadIdx.x % TX;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int j = 0; j < TN; ++j) Cs[(ty + i * TY) * ld_m + (tx + j * TX) * ld_n] = acc[i][j];
+  }
+};
+
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return r;
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack_pair(T lo, T hi) {
+  uint32_t r;
+  static_assert(sizeof(T) == 2, "pairs are of 16-bit elements");
+  r = uint32_t(*reinterpret_cast<const uint16_t*>(&lo)) | (uint32_t(*reinterpret_cast<const uint16_t*>(&hi)) << 16);
+  return r;
+}
+
+// Tensor cores: warps tile the block WARPS_M x WARPS_N; each warp owns MI x NI mma tiles of 16x8.
+// Fragments are read from the stage in its global orientation (fragment layouts: PTX ISA,
+// "Matrix Fragments for mma.m16n8k16" / "mma.m16n8k8" with .tf32).
+template <Math MATH, typename T, class Cfg, bool A_K, bool B_K>
+struct MmaEngine {
+  static constexpr bool kTf32 = MATH == Math::kTf32;
+  static constexpr int KSTEP = kTf32 ? 8 : 16;
+  static constexpr int WTM = Cfg::BM / Cfg::WARPS_M, WTN = Cfg::BN / Cfg::WARPS_N;
+  static constexpr int MI = WTM / 16, NI = WTN / 8;
+  static_assert(WTM % 16 == 0 && WTN % 8 == 0, "warp tile must hold whole 16x8 mma tiles");
+  // Padding that keeps fragment reads free of bank conflicts (worked out for 4-byte words).
+  static constexpr int kPadK = 16, kPadMN = kTf32 ? 32 : 16;
+  using Acc = float;
+  float acc[MI][NI][4];
+
+  __device__ void init() {
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+      for (int j = 0; j < NI; ++j)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
+  }
+  template <int LDA>
+  __device__ __forceinline__ static T a_at(const T* As, int m, int k) { return A_K ? As[m * LDA + k] : As[k * LDA + m]; }
+  template <int LDB>
+  __device__ __forceinline__ static T b_at(const T* Bs, int k, int n) { return B_K ? Bs[n * LDB + k] : Bs[k * LDB + n]; }
+
+  // Two k-consecutive 16-bit elements of A at (m, k), k even, as one register.
+  template <int LDA>
+  __device__ __forceinline__ static uint32_t a_pair(const T* As, int m, int k) {
+    if constexpr (A_K) return *reinterpret_cast<const uint32_t*>(As + m * LDA + k);
+    else return pack_pair(As[k * LDA + m], As[(k + 1) * LDA + m]);
+  }
+  template <int LDB>
+  __device__ __forceinline__ static uint32_t b_pair(const T* Bs, int k, int n) {
+    if constexpr (B_K) return *reinterpret_cast<const uint32_t*>(Bs + n * LDB + k);
+    else return pack_pair(Bs[k * LDB + n], Bs[(k + 1) * LDB + n]);
+  }
+
+  template <int LDA, int LDB>
+  __device__ void mma_stage(const T* As, const T* Bs) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int wm = warp / Cfg::WARPS_N, wn = warp % Cfg::WARPS_N;
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int ks = 0; ks < Cfg::BK; ks += KSTEP) {
+      uint32_t a[MI][4], b[NI][2];
+#pragma unroll
+      for (int i = 0; i < MI; ++i) {
+        const int m = wm * WTM + i * 16 + g;
+        if constexpr (kTf32) {
+          a[i][0] = to_tf32(a_at<LDA>(As, m, ks + t));
+          a[i][1] = to_tf32(a_at<LDA>(As, m + 8, ks + t));
+          a[i][2] = to_tf32(a_at<LDA>(As, m, ks + t + 4));
+          a[i][3] = to_tf32(a_at<LDA>(As, m + 8, ks + t + 4));
+        } else {
+          a[i][0] = a_pair<LDA>(As, m, ks + 2 * t);
+          a[i][1] = a_pair<LDA>(As, m + 8, ks + 2 * t);
+          a[i][2] = a_pair<LDA>(As, m, ks + 2 * t + 8);
+          a[i][3] = a_pair<LDA>(As, m + 8, ks + 2 * t + 8);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < NI; ++j) {
+        const int n = wn * WTN + j * 8 + g;
+        if constexpr (kTf32) {
+          b[j][0] = to_tf32(b_at<LDB>(Bs, ks + t, n));
+          b[j][1] = to_tf32(b_at<LDB>(Bs, ks + t + 4, n));
+        } else {
+          b[j][0] = b_pair<LDB>(Bs, ks + 2 * t, n);
+          b[j][1] = b_pair<LDB>(Bs, ks + 2 * t + 8, n);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NI; ++j) mma(acc[i][j], a[i], b[j]);
+    }
+  }
+
+  __device__ __forceinline__ static void mma(float* d, const uint32_t* a, const uint32_t* b) {
+    if constexpr (kTf32) {
+      asm volatile(
+          "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+          "{%0,%1,%2,%3};\n"
+          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    } else if constexpr (std::is_same_v<T, __half>) {
+      asm volatile(
+          "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+          "{%0,%1,%2,%3};\n"
+          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    } else {
+      asm volatile(
+          "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+          "{%0,%1,%2,%3};\n"
+          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+  }
+
+  // Writes the accumulators to Cs[m * ld_m + n * ld_n] (one of the two strides is 1).
+  __device__ void store(float* Cs, int ld_m, int ld_n) const {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int wm = warp / Cfg::WARPS_N, wn = warp % Cfg::WARPS_N;
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+      for (int j = 0; j < NI; ++j) {
+        const int m = wm * WTM + i * 16 + g, n = wn * WTN + j * 8 + 2 * t;
+        Cs[m * ld_m + n * ld_n] = acc[i][j][0];
+        Cs[m * ld_m + (n + 1) * ld_n] = acc[i][j][1];
+        Cs[(m + 8) * ld_m + n * ld_n] = acc[i][j][2];
+        Cs[(m + 8) * ld_m + (n + 1) * ld_n] = acc[i][j][3];
+      }
+  }
+};
+
+template <typename T, class Cfg, bool A_K, bool B_K>
+struct Engine<Math::kTf32, T, Cfg, A_K, B_K> : MmaEngine<Math::kTf32, T, Cfg, A_K, B_K> {};
+template <typename T, class Cfg, bool A_K, bool B_K>
+struct Engine<Math::kMma16, T, Cfg, A_K, B_K> : MmaEngine<Math::kMma16, T, Cfg, A_K, B_K> {};
+
+// ---- the kernel --------------------------------------------------------------------------------
+
+template <Math MATH, typename T, typename OutT, class Cfg, bool A_K, bool B_K>
+struct GemmKernel {
+  using Eng = Engine<MATH, T, Cfg, A_K, B_K>;
+  using Acc = typename Eng::Acc;
+  static constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, STAGES = Cfg::STAGES;
+  // A stage: (m, k) stored [m][k] when k is contiguous, else [k][m]; B: (k, n) stored [n][k] or [k][n].
+  using TileA = SmemTile<T, A_K ? BM : BK, A_K ? BK : BM, A_K ? Eng::kPadK : Eng::kPadMN>;
+  using TileB = SmemTile<T, B_K ? BN : BK, B_K ? BK : BN, B_K ? Eng::kPadK : Eng::kPadMN>;
+  // The C tile is stored with the output's contiguous dimension contiguous ([n][m] for NHWC
+  // outputs, [m][n] for NCHW), so the epilogue reads whole 16-byte vectors of it.
+  static constexpr int kPadC = 16 / int(sizeof(Acc));
+  static constexpr size_t kPipelineBytes = size_t(STAGES) * (TileA::kElems + TileB::kElems) * sizeof(T);
+  static constexpr size_t kEpilogueBytes =
+      sizeof(Acc) * (BM * (BN + kPadC) > BN * (BM + kPadC) ? BM * (BN + kPadC) : BN * (BM + kPadC));
+  static constexpr size_t kSmemBytes = kPipelineBytes > kEpilogueBytes ? kPipelineBytes : kEpilogueBytes;
+
+  __device__ static void load_stage(T* As, T* Bs, const GemmProblem& p, const T* A, const T* B, int32_t m0,
+                                    int32_t n0, int32_t k0, int32_t k_end) {
+    if constexpr (A_K)
+      load_tile<T, BM, BK, TileA::kLd, Cfg::kThreads>(As, A, p.a.rows, m0, p.m, p.a.cols, k0, k_end, p.a.vectorized);
+    else
+      load_tile<T, BK, BM, TileA::kLd, Cfg::kThreads>(As, A, p.a.cols, k0, k_end, p.a.rows, m0, p.m, p.a.vectorized);
+    if constexpr (B_K)
+      load_tile<T, BN, BK, TileB::kLd, Cfg::kThreads>(Bs, B, p.b.cols, n0, p.n, p.b.rows, k0, k_end, p.b.vectorized);
+    else
+      load_tile<T, BK, BN, TileB::kLd, Cfg::kThreads>(Bs, B, p.b.rows, k0, k_end, p.b.cols, n0, p.n, p.b.vectorized);
+  }
+
+  // One output element or 16-byte vector: bias, residual, activation, cast, store.
+  __device__ static void epilogue(const GemmProblem& p, const Acc* Cs, int32_t m0, int32_t n0, int32_t group,
+                                  int32_t split) {
+    constexpr int V = 16 / int(sizeof(OutT));
+    OutT* C = static_cast<OutT*>(const_cast<void*>(p.c.data)) + group * p.c.group_stride + split * p.c_split_stride;
+    const T* bias = p.bias ? static_cast<const T*>(p.bias) + int64_t(group) * p.m : nullptr;
+    const T* residual = p.residual ? static_cast<const T*>(p.residual) + group * p.c.group_stride : nullptr;
+    const bool m_fast = p.c_m_contiguous;
+    const int fast_len = m_fast ? BM : BN;
+    const int ld = fast_len + kPadC;  // Cs[slow * ld + fast]
+    for (int v = threadIdx.x; v < BM * BN / V; v += Cfg::kThreads) {
+      const int slow = v / (fast_len / V), fast = (v % (fast_len / V)) * V;
+      const int m = m_fast ? fast : slow, n = m_fast ? slow : fast;
+      const int32_t gm = m0 + m, gn = n0 + n;
+      if (gm >= p.m || gn >= p.n) continue;
+      if (p.c.vectorized) {  // the whole vector is inside and unmapped (host-checked)
+        const int64_t row = p.c.rows.offset(gm), col = p.c.cols.offset(gn);
+        if (row < 0 || col < 0) continue;  // a mapped pixel in the padding: nothing to write
+        const int64_t offset = row + col;
+        alignas(16) OutT out[V];
+        alignas(16) T res[V];
+        alignas(16) Acc acc[V];
+        if (residual) *reinterpret_cast<uint4*>(res) = *reinterpret_cast<const uint4*>(residual + offset);
+#pragma unroll
+        for (int e = 0; e < V; e += 16 / int(sizeof(Acc)))
+          *reinterpret_cast<uint4*>(acc + e) = *reinterpret_cast<const uint4*>(Cs + slow * ld + fast + e);
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          Acc z = acc[e];
+          if (bias) z += load_acc<Acc>(bias[gm + (m_fast ? e : 0)]);
+          if (residual) z += load_acc<Acc>(res[e]);
+          out[e] = from_acc<OutT>(activate(z, p.activation));
+        }
+        *reinterpret_cast<uint4*>(C + offset) = *reinterpret_cast<const uint4*>(out);
+      } else {
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          const int em = m_fast ? m + e : m, en = m_fast ? n : n + e;
+          const int32_t egm = m0 + em, egn = n0 + en;
+          if (egm >= p.m || egn >= p.n) break;
+          const int64_t row = p.c.rows.offset(egm), col = p.c.cols.offset(egn);
+          if (row < 0 || col < 0) continue;
+          const int64_t offset = row + col;
+          Acc z = Cs[slow * ld + fast + e];
+          if (bias) z += load_acc<Acc>(bias[egm]);
+          if (residual) z += load_acc<Acc>(residual[offset]);
+          C[offset] = from_acc<OutT>(activate(z, p.activation));
+        }
+      }
+    }
+  }
+
+  __device__ static void run(const GemmProblem& p) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T* smem = reinterpret_cast<T*>(smem_raw);
+    const int32_t n0 = blockIdx.x * BN, m0 = blockIdx.y * BM;
+    const int32_t group = blockIdx.z % p.groups, split = blockIdx.z / p.groups;
+    const int32_t k_begin = split * p.k_per_split;
+    const int32_t k_end = min(p.k, k_begin + p.k_per_split);
+    const T* A = static_cast<const T*>(p.a.data) + group * p.a.group_stride;
+    const T* B = static_cast<const T*>(p.b.data) + group * p.b.group_stride;
+    auto stage_a = [&](int s) { return smem + s * (TileA::kElems + TileB::kElems); };
+    auto stage_b = [&](int s) { return stage_a(s) + TileA::kElems; };
+
+    Eng engine;
+    engine.init();
+    const int k_tiles = (k_end - k_begin + BK - 1) / BK;
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+      if (s < k_tiles) load_stage(stage_a(s), stage_b(s), p, A, B, m0, n0, k_begin + s * BK, k_end);
+      cp_async_commit();
+    }
+    for (int kt = 0; kt < k_tiles; ++kt) {
+      cp_async_wait<STAGES - 2>();
+      __syncthreads();  // stage kt has landed for every thread; stage kt-1 is no longer being read
+      const int next = kt + STAGES - 1;
+      if (next < k_tiles)
+        load_stage(stage_a(next % STAGES), stage_b(next % STAGES), p, A, B, m0, n0, k_begin + next * BK, k_end);
+      cp_async_commit();
+      engine.template mma_stage<TileA::kLd, TileB::kLd>(stage_a(kt % STAGES), stage_b(kt % STAGES));
+    }
+    cp_async_wait<0>();
+    __syncthreads();  // the pipeline's shared memory becomes the C tile
+    Acc* Cs = reinterpret_cast<Acc*>(smem_raw);
+    if (p.c_m_contiguous) engine.store(Cs, 1, BM + kPadC);
+    else engine.store(Cs, BN + kPadC, 1);
+    __syncthreads();
+    epilogue(p, Cs, m0, n0, group, split);
+  }
+};
+
+template <Math MATH, typename T, typename OutT, class Cfg, bool A_K, bool B_K>
+__global__ void __launch_bounds__(Cfg::kThreads) pointwise_gemm_kernel(const GemmProblem p) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  GemmKernel<MATH, T, OutT, Cfg, A_K, B_K>::run(p);
+#endif
+}
+
+}  // namespace pointwise::cuda

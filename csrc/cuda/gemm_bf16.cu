@@ -1,0 +1,7 @@
+// The __nv_bfloat16 kernels with Math::kMma16 (one translation unit per instantiation keeps builds parallel).
+#include "cuda/gemm_launch.cuh"
+
+namespace pointwise::cuda {
+template cudaError_t launch_gemm<Math::kMma16, __nv_bfloat16>(const GemmProblem&, TileShape, bool, cudaStream_t);
+template cudaError_t launch_sum_splits<__nv_bfloat16>(const void*, __nv_bfloat16*, int64_t, int32_t, cudaStream_t);
+}  // namespace pointwise::cuda

@@ -1,0 +1,7 @@
+// The double kernels with Math::kSimt (one translation unit per instantiation keeps builds parallel).
+#include "cuda/gemm_launch.cuh"
+
+namespace pointwise::cuda {
+template cudaError_t launch_gemm<Math::kSimt, double>(const GemmProblem&, TileShape, bool, cudaStream_t);
+template cudaError_t launch_sum_splits<double>(const void*, double*, int64_t, int32_t, cudaStream_t);
+}  // namespace pointwise::cuda

@@ -1,0 +1,73 @@
+// One channel GEMM, C[m, n] = sum_k A[m, k] * B[k, n] per group, described as plain data so that
+// the host code (ops_cuda.cpp, compiled without nvcc) and the kernels (gemm.cuh) share it.
+//
+// Every operand dimension is either a channel dimension (offset = index * stride) or a pixel
+// dimension spanning all images of the batch (index = image * pixels + pixel of the GEMM's grid),
+// optionally mapped onto another grid by a stride and padding: that is how the forward gathers
+// strided input pixels, grad-input scatters to them, and padding reads as zeros.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define POINTWISE_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define POINTWISE_HOST_DEVICE inline
+#endif
+
+namespace pointwise::cuda {
+
+struct DimIndex {
+  int64_t stride = 0;        // elements per channel, or per pixel of a pixel dimension
+  int64_t image_stride = 0;  // pixel dimensions: elements per image
+  int32_t pixels = 0;        // pixel dimensions: pixels per image of the GEMM's grid; 0 for channels
+  int32_t grid_w = 1;        // the GEMM grid's width (pixel dimensions)
+  bool mapped = false;       // GEMM pixel (oh, ow) -> tensor pixel (oh*step_h - pad_h, ow*step_w - pad_w)
+  int32_t step_h = 1, step_w = 1, pad_h = 0, pad_w = 0;
+  int32_t h = 0, w = 0;  // the tensor's own grid, for mapped dimensions
+
+  // Element offset of index i, or -1 where a mapped pixel falls in the padding.
+  POINTWISE_HOST_DEVICE int64_t offset(int32_t i) const {
+    if (pixels == 0) return int64_t(i) * stride;
+    const int32_t image = i / pixels;
+    const int32_t q = i - image * pixels;
+    if (!mapped) return int64_t(image) * image_stride + int64_t(q) * stride;
+    const int32_t oh = q / grid_w, ow = q - oh * grid_w;
+    const int32_t ih = oh * step_h - pad_h, iw = ow * step_w - pad_w;
+    if (ih < 0 || ih >= h || iw < 0 || iw >= w) return -1;
+    return int64_t(image) * image_stride + (int64_t(ih) * w + iw) * stride;
+  }
+};
+
+struct GemmOperand {
+  const void* data = nullptr;
+  int64_t group_stride = 0;  // elements between consecutive groups
+  DimIndex rows, cols;       // A: (m, k); B: (k, n); C: (m, n)
+  // The contiguous dimension may be read/written as 16-byte vectors: aligned, extent and strides
+  // multiples of the vector, and no pixel map on it (checked on the host, see ops_cuda.cpp).
+  bool vectorized = false;
+};
+
+// How the tiles are multiplied: exact FMA (fp32, fp64), TF32 tensor cores for fp32, or
+// 16-bit tensor cores (bf16, fp16).
+enum class Math { kSimt, kTf32, kMma16 };
+
+// The block tile shapes (gemm.cuh): 128x128, 64x64, narrow in m (32x128), narrow in n (128x32).
+enum class TileShape { kLarge, kMedium, kNarrowM, kNarrowN };
+
+struct GemmProblem {
+  int32_t m = 0, n = 0, k = 0;  // extents of one group
+  int32_t groups = 1;
+  int32_t splits = 1;       // the K range is cut into `splits` chunks of k_per_split (split-K)
+  int32_t k_per_split = 0;  // a multiple of the tile's BK
+  GemmOperand a, b, c;      // c.data is the output (written, not read)
+  int64_t c_split_stride = 0;  // elements between split-K partials of C
+  bool c_m_contiguous = false; // C's contiguous dimension: m (NHWC output channels) or n (NCHW pixels)
+  bool a_k_contiguous = true;  // A's contiguous dimension is k (else m)
+  bool b_k_contiguous = true;  // B's contiguous dimension is k (else n)
+  const void* bias = nullptr;      // per m, offset by group * m; or null
+  const void* residual = nullptr;  // indexed exactly as C; or null
+  int32_t activation = 0;          // pointwise::Activation
+};
+
+}  // namespace pointwise::cuda

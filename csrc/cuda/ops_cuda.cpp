@@ -1,0 +1,248 @@
+// The CUDA ops: each describes its convolution as a channel GEMM (gemm_problem.h), picks the
+// math and tile shape, and launches gemm.cuh's kernel on the current stream of the tensors' device.
+// Only c10's CUDA headers: ATen/cuda/CUDAContext.h would pull in cuBLAS/cuSPARSE headers, which
+// a toolkit that ships just the compiler lacks.
+#include <ATen/Context.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <torch/library.h>
+
+#include <limits>
+
+#include "cuda/cuda_kernels.h"
+#include "cuda/gemm_launch.h"
+
+namespace pointwise::cuda {
+namespace {
+
+// Split-K chunks are multiples of this, which every tile's BK divides.
+constexpr int32_t kSplitGranule = 32;
+
+int32_t checked_int32(int64_t value, const char* what) {
+  TORCH_CHECK(value <= std::numeric_limits<int32_t>::max(), "pointwise_conv2d on CUDA supports up to 2^31 - 1 ",
+              what, ", got ", value);
+  return static_cast<int32_t>(value);
+}
+
+// The layout's strides of an activation-sized tensor with `channels` channels on an h x w grid.
+struct ActivationLayout {
+  int64_t channel_stride, pixel_stride, image_stride;
+};
+ActivationLayout layout_of(const ConvGeometry& g, int64_t channels, int64_t h, int64_t w) {
+  return g.channels_last ? ActivationLayout{1, channels, channels * h * w}
+                         : ActivationLayout{h * w, 1, channels * h * w};
+}
+
+DimIndex channel_dim(int64_t stride) {
+  DimIndex d;
+  d.stride = stride;
+  return d;
+}
+
+// The GEMM's pixel dimension (the output grid, all images) on a tensor of the given grid:
+// the output's own grid, or the input's, which the stride and padding map onto.
+DimIndex pixel_dim(const ConvGeometry& g, const ActivationLayout& layout, bool input_grid) {
+  DimIndex d;
+  d.stride = layout.pixel_stride;
+  d.image_stride = layout.image_stride;
+  d.pixels = checked_int32(g.out_pixels(), "pixels per image");
+  d.grid_w = static_cast<int32_t>(g.out_w);
+  d.mapped = input_grid && !g.identity_pixel_map();
+  d.step_h = static_cast<int32_t>(g.stride_h);
+  d.step_w = static_cast<int32_t>(g.stride_w);
+  d.pad_h = static_cast<int32_t>(g.pad_h);
+  d.pad_w = static_cast<int32_t>(g.pad_w);
+  d.h = checked_int32(input_grid ? g.in_h : g.out_h, "rows");
+  d.w = checked_int32(input_grid ? g.in_w : g.out_w, "columns");
+  return d;
+}
+
+// Whether the operand's contiguous dimension can move as 16-byte vectors: every vector must start
+// aligned and lie wholly inside one image's unmapped pixels or one row's channels.
+bool vectorizable(const GemmOperand& op, const DimIndex& contiguous, int64_t extent, const DimIndex& other,
+                  size_t element_size, int64_t split_stride = 0) {
+  const int64_t v = 16 / static_cast<int64_t>(element_size);
+  auto aligned = [v](int64_t x) { return x % v == 0; };
+  if (reinterpret_cast<uintptr_t>(op.data) % 16 != 0) return false;
+  if (!aligned(op.group_stride) || !aligned(split_stride) || !aligned(extent)) return false;
+  if (contiguous.stride != 1) return false;
+  if (contiguous.pixels != 0 && (contiguous.mapped || !aligned(contiguous.pixels) || !aligned(contiguous.image_stride)))
+    return false;
+  return aligned(other.stride) && (other.pixels == 0 || aligned(other.image_stride));
+}
+
+void set_vectorization(GemmProblem& p, size_t element_size, size_t c_element_size, const void* residual) {
+  p.a.vectorized = p.a_k_contiguous ? vectorizable(p.a, p.a.cols, p.k, p.a.rows, element_size)
+                                    : vectorizable(p.a, p.a.rows, p.m, p.a.cols, element_size);
+  p.b.vectorized = p.b_k_contiguous ? vectorizable(p.b, p.b.rows, p.k, p.b.cols, element_size)
+                                    : vectorizable(p.b, p.b.cols, p.n, p.b.rows, element_size);
+  p.c.vectorized = (p.c_m_contiguous ? vectorizable(p.c, p.c.rows, p.m, p.c.cols, c_element_size, p.c_split_stride)
+                                     : vectorizable(p.c, p.c.cols, p.n, p.c.rows, c_element_size, p.c_split_stride)) &&
+                   reinterpret_cast<uintptr_t>(residual) % 16 == 0;
+}
+
+int device_attribute(cudaDeviceAttr attribute, int device) {
+  int value = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, attribute, device));
+  return value;
+}
+
+int multiprocessors() { return device_attribute(cudaDevAttrMultiProcessorCount, c10::cuda::current_device()); }
+
+void check_device(const at::Tensor& t) {
+  const int major = device_attribute(cudaDevAttrComputeCapabilityMajor, t.get_device());
+  const int minor = device_attribute(cudaDevAttrComputeCapabilityMinor, t.get_device());
+  TORCH_CHECK(major >= 8, "pointwise_conv2d's CUDA kernels need compute capability 8.0 or newer (cp.async, ",
+              "mma.sync); ", t.device(), " has ", major, ".", minor);
+}
+
+// Runs the GEMM in the tensors' dtype; `partials` selects split-K partial sums (grad-weight).
+void launch(const GemmProblem& p, at::ScalarType dtype, TileShape shape, bool partials) {
+  TORCH_CHECK(int64_t(p.groups) * p.splits <= 65535, "pointwise_conv2d on CUDA supports up to 65535 groups, got ",
+              p.groups);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  cudaError_t err = cudaSuccess;
+  switch (dtype) {
+    case at::kFloat:
+      // F.conv2d's rule: fp32 convolutions may use TF32 exactly when cudnn.allow_tf32 is set.
+      err = at::globalContext().allowTF32CuDNN() ? launch_gemm<Math::kTf32, float>(p, shape, partials, stream)
+                                                 : launch_gemm<Math::kSimt, float>(p, shape, partials, stream);
+      break;
+    case at::kDouble: err = launch_gemm<Math::kSimt, double>(p, shape, partials, stream); break;
+    case at::kHalf: err = launch_gemm<Math::kMma16, __half>(p, shape, partials, stream); break;
+    case at::kBFloat16: err = launch_gemm<Math::kMma16, __nv_bfloat16>(p, shape, partials, stream); break;
+    default: TORCH_CHECK(false, "unsupported dtype ", dtype);
+  }
+  C10_CUDA_CHECK(err);
+}
+
+size_t element_size(at::ScalarType dtype) { return c10::elementSize(dtype); }
+
+// The largest tile that still gives every SM about two blocks; narrow tiles where one GEMM side
+// is small, so that no block computes mostly padding.
+TileShape choose_tile(const GemmProblem& p) {
+  auto blocks = [&](int bm, int bn) { return int64_t((p.m + bm - 1) / bm) * ((p.n + bn - 1) / bn) * p.groups; };
+  const int64_t enough = 2 * multiprocessors();
+  if (p.m <= 32) return TileShape::kNarrowM;
+  if (p.n <= 32) return TileShape::kNarrowN;
+  if (p.m > 64 && p.n > 64 && blocks(128, 128) >= enough) return TileShape::kLarge;
+  if (p.m <= 48 && blocks(32, 128) >= blocks(64, 64) / 2) return TileShape::kNarrowM;
+  return TileShape::kMedium;
+}
+
+}  // namespace
+
+void forward(const ForwardArgs& args) {
+  const ConvGeometry& g = args.geometry;
+  check_device(args.input);
+  const c10::cuda::CUDAGuard guard(args.input.device());
+  const auto in = layout_of(g, g.in_channels, g.in_h, g.in_w);
+  const auto out = layout_of(g, g.out_channels, g.out_h, g.out_w);
+  GemmProblem p;
+  p.m = checked_int32(g.out_channels_per_group(), "output channels");
+  p.k = checked_int32(g.in_channels_per_group(), "input channels");
+  p.n = checked_int32(g.batch * g.out_pixels(), "pixels in the batch");
+  p.groups = checked_int32(g.groups, "groups");
+  p.k_per_split = p.k;
+  p.a = {args.weight.data_ptr(), int64_t(p.m) * p.k, channel_dim(p.k), channel_dim(1)};
+  p.b = {args.input.data_ptr(), p.k * in.channel_stride, channel_dim(in.channel_stride), pixel_dim(g, in, true)};
+  p.c = {args.output.data_ptr(), p.m * out.channel_stride, channel_dim(out.channel_stride), pixel_dim(g, out, false)};
+  p.a_k_contiguous = true;
+  p.b_k_contiguous = g.channels_last;
+  p.c_m_contiguous = g.channels_last;
+  p.bias = args.bias.defined() ? args.bias.data_ptr() : nullptr;
+  p.residual = args.residual.defined() ? args.residual.data_ptr() : nullptr;
+  p.activation = static_cast<int32_t>(args.activation);
+  const size_t es = element_size(args.input.scalar_type());
+  set_vectorization(p, es, es, p.residual);
+  launch(p, args.input.scalar_type(), choose_tile(p), /*partials=*/false);
+}
+
+void backward_input(const BackwardInputArgs& args) {
+  const ConvGeometry& g = args.geometry;
+  check_device(args.grad_output);
+  const c10::cuda::CUDAGuard guard(args.grad_output.device());
+  const auto in = layout_of(g, g.in_channels, g.in_h, g.in_w);
+  const auto out = layout_of(g, g.out_channels, g.out_h, g.out_w);
+  GemmProblem p;  // grad_input[ci, pixel] = sum_co W[co, ci] grad_output[co, pixel]
+  p.m = checked_int32(g.in_channels_per_group(), "input channels");
+  p.k = checked_int32(g.out_channels_per_group(), "output channels");
+  p.n = checked_int32(g.batch * g.out_pixels(), "pixels in the batch");
+  p.groups = checked_int32(g.groups, "groups");
+  p.k_per_split = p.k;
+  p.a = {args.weight.data_ptr(), int64_t(p.m) * p.k, channel_dim(1), channel_dim(p.m)};
+  p.b = {args.grad_output.data_ptr(), p.k * out.channel_stride, channel_dim(out.channel_stride),
+         pixel_dim(g, out, false)};
+  p.c = {args.grad_input.data_ptr(), p.m * in.channel_stride, channel_dim(in.channel_stride), pixel_dim(g, in, true)};
+  p.a_k_contiguous = false;
+  p.b_k_contiguous = g.channels_last;
+  p.c_m_contiguous = g.channels_last;
+  const size_t es = element_size(args.grad_output.scalar_type());
+  set_vectorization(p, es, es, nullptr);
+  launch(p, args.grad_output.scalar_type(), choose_tile(p), /*partials=*/false);
+}
+
+void backward_weight(const BackwardWeightArgs& args) {
+  const ConvGeometry& g = args.geometry;
+  check_device(args.input);
+  const c10::cuda::CUDAGuard guard(args.input.device());
+  const auto in = layout_of(g, g.in_channels, g.in_h, g.in_w);
+  const auto out = layout_of(g, g.out_channels, g.out_h, g.out_w);
+  GemmProblem p;  // grad_weight[co, ci] = sum_pixel grad_output[co, pixel] input[ci, map(pixel)]
+  p.m = checked_int32(g.out_channels_per_group(), "output channels");
+  p.n = checked_int32(g.in_channels_per_group(), "input channels");
+  p.k = checked_int32(g.batch * g.out_pixels(), "pixels in the batch");
+  p.groups = checked_int32(g.groups, "groups");
+  p.a = {args.grad_output.data_ptr(), p.m * out.channel_stride, channel_dim(out.channel_stride),
+         pixel_dim(g, out, false)};
+  p.b = {args.input.data_ptr(), p.n * in.channel_stride, pixel_dim(g, in, true), channel_dim(in.channel_stride)};
+  p.a_k_contiguous = !g.channels_last;
+  p.b_k_contiguous = !g.channels_last;
+
+  // The reduction over every pixel of the batch is long (~10^5) and the weight small: split it so
+  // the grid fills the GPU, each split writing its own fp32 partial, summed in a fixed order.
+  const int64_t tiles = ((p.m + 127) / 128) * ((p.n + 127) / 128) * p.groups;
+  const int64_t max_splits = std::max<int64_t>(1, p.k / (4 * kSplitGranule));
+  const int64_t wanted = std::clamp<int64_t>((2 * multiprocessors() + tiles - 1) / tiles, 1, max_splits);
+  const int64_t chunk = (p.k + wanted - 1) / wanted;
+  p.k_per_split = checked_int32((chunk + kSplitGranule - 1) / kSplitGranule * kSplitGranule, "pixels per split");
+  p.splits = static_cast<int32_t>((p.k + p.k_per_split - 1) / p.k_per_split);
+
+  const int64_t weight_elems = int64_t(p.groups) * p.m * p.n;
+  const auto acc_dtype = args.input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor partials = at::empty({p.splits, weight_elems}, args.input.options().dtype(acc_dtype));
+  p.c = {partials.data_ptr(), int64_t(p.m) * p.n, channel_dim(p.n), channel_dim(1)};
+  p.c_split_stride = weight_elems;
+  p.c_m_contiguous = false;
+  const size_t es = element_size(args.input.scalar_type());
+  set_vectorization(p, es, element_size(acc_dtype), nullptr);
+  launch(p, args.input.scalar_type(), TileShape::kLarge, /*partials=*/true);
+
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  cudaError_t err = cudaSuccess;
+  void* out_ptr = args.grad_weight.data_ptr();
+  switch (args.input.scalar_type()) {
+    case at::kFloat: err = launch_sum_splits(partials.data_ptr(), static_cast<float*>(out_ptr), weight_elems, p.splits, stream); break;
+    case at::kDouble: err = launch_sum_splits(partials.data_ptr(), static_cast<double*>(out_ptr), weight_elems, p.splits, stream); break;
+    case at::kHalf: err = launch_sum_splits(partials.data_ptr(), static_cast<__half*>(out_ptr), weight_elems, p.splits, stream); break;
+    case at::kBFloat16: err = launch_sum_splits(partials.data_ptr(), static_cast<__nv_bfloat16*>(out_ptr), weight_elems, p.splits, stream); break;
+    default: TORCH_CHECK(false, "unsupported dtype ", args.input.scalar_type());
+  }
+  C10_CUDA_CHECK(err);
+}
+
+std::string runtime_version_built() {
+  return std::to_string(CUDART_VERSION / 1000) + "." + std::to_string(CUDART_VERSION % 1000 / 10);
+}
+
+TORCH_LIBRARY_IMPL(pointwise_cuda, CUDA, m) {
+  m.impl("conv_forward", &run_forward<forward>);
+  m.impl("conv_backward_input", &run_backward_input<backward_input>);
+  m.impl("conv_backward_weight", &run_backward_weight<backward_weight>);
+}
+
+}  // namespace pointwise::cuda

@@ -1,0 +1,90 @@
+"""The public op: F.conv2d's meaning for a 1x1 weight, with a fused bias + residual + activation epilogue."""
+
+import contextlib
+from typing import Optional, Union
+
+import torch
+
+from ._ops import ops
+
+ACTIVATIONS = (None, "relu", "relu6", "silu", "gelu")
+
+IntOrPair = Union[int, tuple, list]
+
+
+def _pair(value, name: str, minimum: int) -> list:
+    if isinstance(value, bool) or not isinstance(value, (int, tuple, list, torch.SymInt)):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {type(value).__name__}")
+    pair = [value, value] if not isinstance(value, (tuple, list)) else list(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if any(v < minimum for v in pair):
+        # F.conv2d raises RuntimeError for these; so do we.
+        kind = "non-positive" if minimum == 1 else "negative"
+        raise RuntimeError(f"{kind} {name} is not supported: {name}={value!r}")
+    return pair
+
+
+def _padding(padding, stride: list) -> list:
+    if isinstance(padding, str):
+        # For a 1x1 kernel both mean no padding; F.conv2d also refuses 'same' with a stride.
+        if padding not in ("valid", "same"):
+            raise ValueError(f"Invalid padding string {padding!r}, should be one of ('valid', 'same')")
+        if padding == "same" and stride != [1, 1]:
+            raise ValueError("padding='same' is not supported for strided convolutions")
+        return [0, 0]
+    return _pair(padding, "padding", 0)
+
+
+def _nvtx_range(input: torch.Tensor):
+    # Marks our calls in Nsight Systems timelines; NVTX calls are no-ops unless a profiler is attached.
+    if input.is_cuda and not torch.compiler.is_compiling():
+        return torch.cuda.nvtx.range("pointwise_cuda.pointwise_conv2d")
+    return contextlib.nullcontext()
+
+
+def pointwise_conv2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    stride: IntOrPair = 1,
+    padding: Union[IntOrPair, str] = 0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+    *,
+    activation: Optional[str] = None,
+    residual: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """act(F.conv2d(input, weight, bias, stride, padding, dilation, groups) + residual), in one kernel.
+
+    weight has shape (C_out, C_in / groups, 1, 1); input is (N, C_in, H, W) or unbatched (C_in, H, W);
+    residual, if given, has the output's shape. activation is one of None, "relu", "relu6", "silu",
+    "gelu" (erf form). dilation is accepted for F.conv2d compatibility: it changes nothing for a 1x1
+    kernel. The output has the input's dtype, device and memory format.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if isinstance(groups, bool) or not isinstance(groups, int):
+        raise TypeError(f"groups must be an int, got {type(groups).__name__}")
+    stride = _pair(stride, "stride", 1)
+    padding = _padding(padding, stride)
+    _pair(dilation, "dilation", 1)
+    if not isinstance(input, torch.Tensor) or not isinstance(weight, torch.Tensor):
+        raise TypeError("input and weight must be tensors")
+    if input.dim() not in (3, 4):
+        raise RuntimeError(
+            f"Expected 3D (unbatched) or 4D (batched) input to pointwise_conv2d, but got input of size: {list(input.shape)}"
+        )
+    unbatched = input.dim() == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+        if residual is not None:
+            if residual.dim() != 3:
+                raise ValueError(
+                    f"residual must have the output's shape (C_out, H_out, W_out) for unbatched input, "
+                    f"got {list(residual.shape)}"
+                )
+            residual = residual.unsqueeze(0)
+    with _nvtx_range(input):
+        output = ops.conv_forward(input, weight, bias, residual, stride, padding, groups, activation or "none")
+    return output.squeeze(0) if unbatched else output

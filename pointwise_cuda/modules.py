@@ -1,0 +1,121 @@
+"""PointwiseConv2d, a drop-in for a 1x1 nn.Conv2d, and convert() to swap them into a model."""
+
+import copy
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .functional import ACTIVATIONS, _pair, _padding, pointwise_conv2d
+
+
+class PointwiseConv2d(nn.Module):
+    """A 1x1 convolution with an optional fused activation and residual input.
+
+    Holds `weight` (out_channels, in_channels / groups, 1, 1) and `bias` (out_channels) exactly as
+    nn.Conv2d(in_channels, out_channels, 1, ...) does, so state_dicts load either way.
+    forward(x, residual=None) returns act(conv(x) + bias + residual).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        activation: Optional[str] = None,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        if groups <= 0 or in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"groups ({groups}) must be positive and divide in_channels ({in_channels}) "
+                f"and out_channels ({out_channels})"
+            )
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = tuple(_pair(stride, "stride", 1))
+        self.padding = tuple(_padding(padding, list(self.stride)))
+        self.dilation = tuple(_pair(dilation, "dilation", 1))
+        self.groups = groups
+        self.activation = activation
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, 1, 1, **factory))
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.Conv2d's initialisation, so a fresh layer trains like one.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.weight.shape[1]) if self.weight.shape[1] > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    @classmethod
+    def from_conv2d(cls, conv: nn.Conv2d, activation: Optional[str] = None) -> "PointwiseConv2d":
+        """A PointwiseConv2d holding the same Parameter objects as `conv` (no copy)."""
+        if conv.kernel_size != (1, 1) or conv.padding_mode != "zeros":
+            raise ValueError(
+                f"only 1x1 convolutions with padding_mode='zeros' convert, got kernel_size={conv.kernel_size}, "
+                f"padding_mode={conv.padding_mode!r}"
+            )
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer.in_channels = conv.in_channels
+        layer.out_channels = conv.out_channels
+        layer.stride = tuple(conv.stride)
+        layer.padding = tuple(_padding(conv.padding, list(conv.stride)))
+        layer.dilation = tuple(conv.dilation)
+        layer.groups = conv.groups
+        layer.activation = activation
+        layer.weight = conv.weight
+        layer.bias = conv.bias
+        layer.train(conv.training)
+        return layer
+
+    def forward(self, input: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return pointwise_conv2d(
+            input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+            activation=self.activation, residual=residual,
+        )
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.activation is not None:
+            s += f", activation={self.activation!r}"
+        return s
+
+
+def _convertible(module: nn.Module) -> bool:
+    # Exactly nn.Conv2d: a subclass may override forward, and swapping it would change the model.
+    return type(module) is nn.Conv2d and module.kernel_size == (1, 1) and module.padding_mode == "zeros"
+
+
+def convert(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """`model` with every 1x1 nn.Conv2d (padding_mode 'zeros') replaced by a PointwiseConv2d.
+
+    The replacements hold the same parameters; every other layer is untouched. With inplace=False
+    (the default) the model is deep-copied first and the original is left as it was.
+    """
+    if not inplace:
+        model = copy.deepcopy(model)
+    if _convertible(model):
+        return PointwiseConv2d.from_conv2d(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if _convertible(child):
+                setattr(parent, name, PointwiseConv2d.from_conv2d(child))
+    return model

@@ -1,0 +1,89 @@
+"""Builds pointwise_cuda._C: CUDA + CPU kernels when torch has CUDA and a toolkit is found, CPU only otherwise.
+
+Environment switches:
+  POINTWISE_CUDA_FORCE_CPU=1   build the CPU kernels only, even where CUDA could be built.
+  CUDA_HOME=/path/to/cuda      the CUDA toolkit to build with (found from nvcc otherwise).
+  TORCH_CUDA_ARCH_LIST="9.0a"  the GPU architectures to compile for (default below).
+  POINTWISE_CUDA_NO_AVX2=1     leave out the AVX2/FMA CPU kernels (portable kernels only).
+  MAX_JOBS=N                   parallel compile jobs (ninja).
+"""
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+
+from setuptools import find_packages, setup
+
+# Covers Ampere and Hopper with machine code, and newer GPUs through the PTX of the newest.
+DEFAULT_CUDA_ARCH_LIST = "8.0;9.0+PTX"
+
+
+def find_cuda_home():
+    """The CUDA toolkit folder: $CUDA_HOME, else the folder that nvcc really runs from.
+
+    torch guesses dirname(dirname(which nvcc)), which is wrong when the nvcc on PATH
+    is a wrapper script outside the toolkit; `nvcc --dryrun` prints the real TOP.
+    """
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            return os.environ[var]
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return "/usr/local/cuda" if os.path.exists("/usr/local/cuda/bin/nvcc") else None
+    try:
+        dryrun = subprocess.run([nvcc, "--dryrun", "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"^#\$ TOP=(.+)$", dryrun.stdout + dryrun.stderr, re.MULTILINE)
+    if match is None:
+        return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+    return os.path.realpath(match.group(1).strip())
+
+
+cuda_home = None if os.environ.get("POINTWISE_CUDA_FORCE_CPU") == "1" else find_cuda_home()
+if cuda_home is not None:
+    # Must be set before torch.utils.cpp_extension is imported: it reads CUDA_HOME once.
+    os.environ["CUDA_HOME"] = cuda_home
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCH_LIST)
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+with_cuda = cuda_home is not None and torch.version.cuda is not None
+with_avx2 = os.environ.get("POINTWISE_CUDA_NO_AVX2") != "1"
+
+sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
+define_macros = [("POINTWISE_WITH_AVX2", "1")] if with_avx2 else []
+# No -std here: torch's BuildExtension adds the standard its headers need (C++17 or C++20).
+extra_compile_args = {"cxx": ["-O3"]}
+
+if with_cuda:
+    sources += sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
+    define_macros.append(("POINTWISE_WITH_CUDA", "1"))
+    extra_compile_args["nvcc"] = ["-O3", "-lineinfo"]
+    Extension = CUDAExtension
+else:
+    Extension = CppExtension
+
+define_macros.append(("POINTWISE_CUDA_ARCH_LIST", '"%s"' % (os.environ.get("TORCH_CUDA_ARCH_LIST", "") if with_cuda else "")))
+
+setup(
+    name="pointwise_cuda",
+    version="0.1.0",
+    description="Hand-written CUDA/CPU 1x1 (pointwise) convolution for PyTorch",
+    packages=find_packages(include=["pointwise_cuda", "pointwise_cuda.*"]),
+    ext_modules=[
+        Extension(
+            name="pointwise_cuda._C",
+            sources=sources,
+            include_dirs=[os.path.abspath("csrc")],
+            define_macros=define_macros,
+            extra_compile_args=extra_compile_args,
+        )
+    ],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    python_requires=">=3.10",
+    install_requires=["torch>=2.11"],
+)

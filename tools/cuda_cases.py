@@ -1,0 +1,84 @@
+"""A representative set of CUDA calls of every op, checked against float64 F.conv2d.
+
+Small enough to run under compute-sanitizer (tools/gpu_check.sh runs it under memcheck and
+racecheck); also a quick correctness sweep on its own. Exits non-zero on any mismatch.
+"""
+
+import itertools
+import sys
+
+import torch
+import torch.nn.functional as F
+
+import pointwise_cuda as pw
+
+ops = torch.ops.pointwise_cuda
+# (dtype, tf32) -> relative error bound against float64
+BOUNDS = {
+    (torch.float64, False): 1e-12,
+    (torch.float32, False): 1e-5,
+    (torch.float32, True): 2e-3,
+    (torch.float16, False): 2e-3,
+    (torch.bfloat16, False): 1e-2,
+}
+# (N, C_in, C_out, H, W, stride, padding, groups)
+SHAPES = [
+    (2, 17, 10, 5, 5, 1, 0, 1),
+    (2, 64, 96, 9, 9, 2, 1, 2),
+    (1, 32, 48, 8, 8, 1, 0, 1),
+    (3, 48, 40, 7, 7, (2, 1), (1, 0), 4),
+    (2, 256, 64, 12, 12, 1, 0, 1),
+]
+
+
+def rel_error(out, ref):
+    return ((out.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def misaligned(shape, dtype, channels_last):
+    """A tensor whose storage starts one element past an allocation (not 16-byte aligned)."""
+    numel = torch.Size(shape).numel()
+    t = torch.randn(numel + 1, device="cuda", dtype=dtype)[1:].view(shape)
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+
+
+def main() -> int:
+    torch.manual_seed(0)
+    failures = 0
+    for (dtype, tf32), shape, channels_last, offset in itertools.product(
+        BOUNDS, SHAPES, (False, True), (False, True)
+    ):
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        n, cin, cout, h, w, stride, padding, groups = shape
+        sp = (stride, stride) if isinstance(stride, int) else stride
+        pp = (padding, padding) if isinstance(padding, int) else padding
+        make = (lambda s: misaligned(s, dtype, channels_last)) if offset else (
+            lambda s: torch.randn(s, device="cuda", dtype=dtype).contiguous(
+                memory_format=torch.channels_last if channels_last else torch.contiguous_format))
+        x = make((n, cin, h, w))
+        weight = torch.randn(cout, cin // groups, 1, 1, device="cuda", dtype=dtype)
+        bias = torch.randn(cout, device="cuda", dtype=dtype)
+        ref_z = F.conv2d(x.double(), weight.double(), bias.double(), sp, pp, 1, groups)
+        residual = make(tuple(ref_z.shape))
+        ref = F.relu(ref_z + residual.double())
+        out = ops.conv_forward(x, weight, bias, residual, list(sp), list(pp), groups, "relu")
+        grad = make(tuple(ref_z.shape))
+        gi = ops.conv_backward_input(grad, weight, list(x.shape), list(sp), list(pp), groups)
+        gw = ops.conv_backward_weight(grad, x, list(sp), list(pp), groups)
+        xd, wd = x.double().requires_grad_(), weight.double().requires_grad_()
+        F.conv2d(xd, wd, None, sp, pp, 1, groups).backward(grad.double())
+        errors = {"forward": rel_error(out, ref), "grad_input": rel_error(gi, xd.grad), "grad_weight": rel_error(gw, wd.grad)}
+        bound = BOUNDS[(dtype, tf32)] * (4 if dtype != torch.float64 else 1)  # grad-weight sums ~10^2-10^3 terms
+        ok = all(e <= bound and e == e for e in errors.values())
+        failures += not ok
+        if not ok or "-v" in sys.argv:
+            print(f"{'ok  ' if ok else 'FAIL'} {str(dtype):15} tf32={tf32:d} {shape} cl={channels_last:d} "
+                  f"misaligned={offset:d} " + " ".join(f"{k}={v:.1e}" for k, v in errors.items()))
+    torch.cuda.synchronize()
+    print(f"cuda_cases: {failures} failing of {len(BOUNDS) * len(SHAPES) * 4}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

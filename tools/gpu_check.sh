@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The whole GPU check in one call, for a machine with an NVIDIA GPU (sm_80+) and torch with CUDA:
+#   build      pip install --no-build-isolation . for this GPU's architecture
+#   cases      tools/cuda_cases.py: every op, dtype and layout against float64 F.conv2d
+#   test       the pytest suite (its CUDA tests run because a GPU is present)
+#   sanitize   compute-sanitizer memcheck and racecheck over tools/cuda_cases.py, our kernels only
+#   bench      the benchmark suite of bench/ (results land in $OUT)
+# Usage: tools/gpu_check.sh [step ...]   (default: all, in that order). Logs go to $OUT (default ./gpu_out).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu_out}
+mkdir -p "$OUT"
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0a} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(build cases test sanitize bench)
+status=0
+
+run_step() {  # name, command...: runs it, logs to $OUT/<name>.log, records pass/fail
+  local name=$1; shift
+  local start=$SECONDS
+  "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  printf '%-10s rc=%d  %4ds  (%s)\n' "$name" "$rc" $((SECONDS - start)) "$OUT/$name.log" | tee -a "$OUT/summary.txt"
+  tail -n 15 "$OUT/$name.log"
+  [ $rc -eq 0 ] || status=1
+  return $rc
+}
+
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; python3 --version;
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; nvcc --version | tail -n 2; } \
+  | tee "$OUT/machine.txt"
+
+for step in "${steps[@]}"; do
+  case $step in
+    build) run_step build python3 -m pip install --no-build-isolation --no-deps -v -e . || exit 1 ;;
+    cases) run_step cases python3 tools/cuda_cases.py ;;
+    test) run_step test python3 -m pytest tests -q -rs -p no:cacheprovider ;;
+    sanitize)
+      for tool in memcheck racecheck; do
+        run_step "sanitize-$tool" compute-sanitizer --tool "$tool" --kernel-regex kns=pointwise \
+          --error-exitcode 1 python3 tools/cuda_cases.py
+      done ;;
+    bench)  # the issue's four forward comparisons plus the training-side passes
+      for config in "fp32 nchw forward" "tf32 nchw forward" "bf16 nchw forward" "bf16 channels_last forward" \
+                    "fp16 channels_last forward" "bf16 channels_last fwdbwd" "fp32 nchw fwdbwd"; do
+        set -- $config
+        run_step "bench-$1-$2-$3" python3 bench/run.py --device cuda --dtype "$1" --layout "$2" --pass "$3" \
+          --out "$OUT/bench"
+      done
+      run_step bench-e2e python3 bench/e2e.py --device cuda --out "$OUT/bench" ;;
+    *) echo "unknown step $step"; exit 2 ;;
+  esac
+done
+exit $status
