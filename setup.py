@@ -33,7 +33,8 @@ def find_cuda_home():
     if nvcc is None:
         return "/usr/local/cuda" if os.path.exists("/usr/local/cuda/bin/nvcc") else None
     try:
-        dryrun = subprocess.run([nvcc, "--dryrun", "--version"], capture_output=True, text=True, timeout=60)
+        dryrun = subprocess.run([nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
+                                capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         return None
     match = re.search(r"^#\$ TOP=(.+)$", dryrun.stdout + dryrun.stderr, re.MULTILINE)

@@ -9,6 +9,8 @@ The ops live under torch.ops.pointwise_cuda (conv_forward, conv_backward_input,
 conv_backward_weight); they work with autograd (to any order), torch.compile and torch.export.
 """
 
+import torch  # noqa: F401  (first: _C links against torch's shared libraries)
+
 from . import _C  # noqa: F401  (loads the library: registers the ops and their CPU/CUDA kernels)
 from . import _ops  # noqa: F401  (registers fake kernels and autograd for those ops)
 from .functional import ACTIVATIONS, pointwise_conv2d

@@ -47,7 +47,10 @@ def _activation_grad(grad_output, activation, output, preactivation):
     if activation == "relu6":
         return torch.ops.aten.hardtanh_backward(grad_output, output, 0.0, 6.0)
     if activation == "silu":
-        return torch.ops.aten.silu_backward(grad_output, preactivation())
+        # Written out rather than aten.silu_backward, which has no derivative of its own.
+        z = preactivation()
+        s = torch.sigmoid(z)
+        return grad_output * s * (1 + z * (1 - s))
     return torch.ops.aten.gelu_backward(grad_output, preactivation())
 
 

@@ -16,8 +16,10 @@ def _pair(value, name: str, minimum: int) -> list:
     if isinstance(value, bool) or not isinstance(value, (int, tuple, list, torch.SymInt)):
         raise TypeError(f"{name} must be an int or a pair of ints, got {type(value).__name__}")
     pair = [value, value] if not isinstance(value, (tuple, list)) else list(value)
-    if len(pair) != 2 or not all(isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool) for v in pair):
+    if not all(isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool) for v in pair):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if len(pair) != 2:  # F.conv2d raises RuntimeError for a wrong length; so do we
+        raise RuntimeError(f"expected {name} to be a single integer value or a list of 2 values, got {value!r}")
     if any(v < minimum for v in pair):
         # F.conv2d raises RuntimeError for these; so do we.
         kind = "non-positive" if minimum == 1 else "negative"
@@ -27,11 +29,12 @@ def _pair(value, name: str, minimum: int) -> list:
 
 def _padding(padding, stride: list) -> list:
     if isinstance(padding, str):
-        # For a 1x1 kernel both mean no padding; F.conv2d also refuses 'same' with a stride.
+        # For a 1x1 kernel both mean no padding. F.conv2d raises RuntimeError for an unknown
+        # string and for 'same' with a stride; so do we.
         if padding not in ("valid", "same"):
-            raise ValueError(f"Invalid padding string {padding!r}, should be one of ('valid', 'same')")
+            raise RuntimeError(f"Invalid padding string {padding!r}, should be one of ('valid', 'same')")
         if padding == "same" and stride != [1, 1]:
-            raise ValueError("padding='same' is not supported for strided convolutions")
+            raise RuntimeError("padding='same' is not supported for strided convolutions")
         return [0, 0]
     return _pair(padding, "padding", 0)
 
