@@ -233,6 +233,10 @@ pybind11::dict build_info() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "pointwise_cuda: kernels registered under torch.ops.pointwise_cuda, plus build helpers";
+  module.def("set_cpu_avx2_enabled", &pointwise::cpu::set_avx2_enabled,
+             "Use the AVX2/FMA CPU kernels (True) or the portable ones (False); for testing both paths.");
+  module.def("cpu_avx2_enabled", &pointwise::cpu::avx2_enabled,
+             "Whether the CPU ops currently run the AVX2/FMA kernels.");
   module.def("build_info", &build_info,
              "Which backends were compiled, the CUDA architectures, and the torch/CUDA versions built against.");
 }

@@ -13,4 +13,10 @@ void backward_weight(const BackwardWeightArgs& args);
 bool avx2_compiled();
 bool avx2_supported();
 
+// Whether the ops use the AVX2/FMA kernels or the portable ones; by default the AVX2 kernels when
+// compiled in and supported. Enabling them where they are not fails with a TORCH_CHECK error.
+// Lets tests run both paths on one machine.
+void set_avx2_enabled(bool enabled);
+bool avx2_enabled();
+
 }  // namespace pointwise::cpu

@@ -1,0 +1,263 @@
+// The channel GEMM shared by the three CPU ops: operand packing, the micro-kernel interface with
+// its portable implementation, and the cache-blocked driver.
+//
+// Every op is C = A . B over channels and pixels. Both operands are first packed into panels (the
+// canonical layouts below), whatever the tensors' layout, so one micro-kernel serves NCHW and
+// NHWC, forward and backward; only the offsets that packing reads from and the tile epilogue
+// writes to differ between them.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+namespace pointwise::cpu {
+
+// The micro-kernel keeps a kRows x kCols tile of C in registers. kCols is two AVX2 vectors (16
+// floats or 8 doubles) and kRows = 6, so the 12 accumulators, 2 B vectors and 1 broadcast A value
+// fit the 16 ymm registers.
+template <typename Acc>
+struct TileShape {
+  static constexpr int kRows = 6;
+  static constexpr int kCols = 64 / sizeof(Acc);
+};
+
+// Whether offsets[k] == offsets[0] + k for every k, none negative.
+inline bool unit_stride(const int64_t* offsets, int64_t n) {
+  if (n == 0 || offsets[0] < 0) return false;
+  for (int64_t k = 1; k < n; ++k) {
+    if (offsets[k] != offsets[0] + k) return false;
+  }
+  return true;
+}
+
+// out[i] = in[i] for i < n, converted to Acc.
+template <typename T, typename Acc>
+void convert(const T* in, int64_t n, Acc* out) {
+  if constexpr (std::is_same_v<T, Acc>) {
+    std::memcpy(out, in, n * sizeof(Acc));  // the loop below does not vectorise for float
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<Acc>(in[i]);
+  }
+}
+
+// Packed operands are panels of `Width` lines (rows of A or columns of B) over the full depth
+// (the reduction); lines past the operand's end are zero-filled. Element (line r, depth k) of
+// panel p is at data[p * panel_stride + r * line_stride + k * depth_stride], in one of three
+// orders:
+//  - interleaved, [panel][k][r]: each panel is one contiguous block, the best for B panels that
+//    stay in L1 while many A panels pass (weights on the B side, backward_weight);
+//  - depth-major, [k][panel][r]: a depth step of all panels is one contiguous run, so NCHW pixels
+//    are packed by copying each channel's run of pixels (for the B side);
+//  - rows, [panel][r][k]: each line is contiguous, so NHWC pixels and weight rows are packed by
+//    copying each line (for the A side, which the micro-kernel reads one broadcast at a time).
+// Packing then reads and writes sequentially; the interleaved order for everything made packing
+// up to 40% of a small layer's time.
+template <typename Acc>
+struct Panels {
+  Acc* data = nullptr;
+  int64_t count = 0;
+  int64_t panel_stride = 0, line_stride = 0, depth_stride = 0;
+
+  static Panels interleaved(Acc* data, int64_t count, int width, int64_t depth) {
+    return {data, count, width * depth, 1, width};
+  }
+  static Panels depth_major(Acc* data, int64_t count, int width) {
+    return {data, count, width, 1, padded(count * width)};
+  }
+  static Panels rows(Acc* data, int64_t count, int width, int64_t depth) {
+    const int64_t line_stride = padded(depth);
+    return {data, count, width * line_stride, line_stride, 1};
+  }
+  // The A operand's order: rows when its source is contiguous along the depth.
+  static Panels for_a(Acc* data, int64_t count, int width, int64_t depth, bool depth_unit_stride) {
+    return depth_unit_stride ? rows(data, count, width, depth)
+                             : interleaved(data, count, width, depth);
+  }
+  // Values to allocate for `count` panels of up to `depth` steps, in any order.
+  static int64_t capacity(int64_t count, int width, int64_t depth) {
+    return (count * width + kLine) * (depth + kLine);
+  }
+  // A stride of n values, padded to an odd number of cache lines when it is a whole even number:
+  // runs an even number of lines apart share L1 sets (a 1 KiB stride uses 4 of the 64 sets) and
+  // evict each other.
+  static int64_t padded(int64_t n) { return n * sizeof(Acc) % 128 == 0 ? n + kLine : n; }
+  static constexpr int64_t kLine = 64 / sizeof(Acc);
+
+  Panels from(int64_t first, int64_t n) const {
+    return {data + first * panel_stride, n, panel_stride, line_stride, depth_stride};
+  }
+  const Acc* at(int64_t panel, int64_t k) const {
+    return data + panel * panel_stride + k * depth_stride;
+  }
+};
+
+// Packs out.count panels of Width lines: element (line r, depth k) of the operand is
+// src[line_offset[r] + depth_offset[k]], converted to the accumulation type, or zero where either
+// offset is negative (a padding pixel, a missing line). `depth_unit_stride` says that
+// depth_offset[k] == depth_offset[0] + k for every k, all valid.
+template <int Width, typename T, typename Acc>
+void pack_panels(const Panels<Acc>& out, const T* src, const int64_t* line_offset,
+                 const int64_t* depth_offset, int64_t depth, bool depth_unit_stride) {
+  const int64_t ls = out.line_stride, ds = out.depth_stride;
+  if (depth == 0) return;
+  if (depth_unit_stride) {
+    // Each line is contiguous in memory: read along it.
+    for (int64_t line = 0; line < out.count * Width; ++line) {
+      Acc* dst = out.data + line / Width * out.panel_stride + line % Width * ls;
+      if (line_offset[line] < 0) {
+        for (int64_t k = 0; k < depth; ++k) dst[k * ds] = Acc(0);
+      } else if (ds == 1) {
+        convert(src + line_offset[line] + depth_offset[0], depth, dst);
+      } else {
+        const T* in = src + line_offset[line] + depth_offset[0];
+        for (int64_t k = 0; k < depth; ++k) dst[k * ds] = static_cast<Acc>(in[k]);
+      }
+    }
+    return;
+  }
+  // Lines are usually runs of consecutive pixels of one channel (NCHW). Depth steps go outermost
+  // so that each channel is read as one long run across all panels: going panel by panel instead
+  // interleaves `depth` streams of 64 bytes each, which the hardware prefetchers do not follow
+  // (measured 3x slower on Zen 3).
+  constexpr int64_t kPrefetchSteps = 4;
+  const int64_t lines = out.count * Width;
+  const bool one_run = ls == 1 && out.panel_stride == Width && unit_stride(line_offset, lines);
+  std::vector<char> contiguous(out.count);
+  for (int64_t p = 0; p < out.count; ++p)
+    contiguous[p] = unit_stride(line_offset + p * Width, Width);
+  for (int64_t k = 0; k < depth; ++k) {
+    if (one_run && depth_offset[k] >= 0) {
+      convert(src + depth_offset[k] + line_offset[0], lines, out.data + k * ds);
+      // A step's run is one task's pixels, too short for the hardware prefetcher to catch up:
+      // fetch the run a few steps ahead (1.4x faster from DRAM).
+      if (k + kPrefetchSteps < depth && depth_offset[k + kPrefetchSteps] >= 0) {
+        const T* ahead = src + depth_offset[k + kPrefetchSteps] + line_offset[0];
+        for (int64_t i = 0; i < lines; i += 64 / sizeof(T)) __builtin_prefetch(ahead + i, 0, 2);
+      }
+      continue;
+    }
+    for (int64_t p = 0; p < out.count; ++p) {
+      Acc* dst = out.data + p * out.panel_stride + k * ds;
+      const int64_t* panel_lines = line_offset + p * Width;
+      if (depth_offset[k] < 0) {
+        for (int r = 0; r < Width; ++r) dst[r * ls] = Acc(0);
+      } else if (contiguous[p] && ls == 1) {
+        convert(src + depth_offset[k] + panel_lines[0], Width, dst);
+      } else {
+        const T* in = src + depth_offset[k];
+        for (int r = 0; r < Width; ++r) {
+          dst[r * ls] = panel_lines[r] < 0 ? Acc(0) : static_cast<Acc>(in[panel_lines[r]]);
+        }
+      }
+    }
+  }
+}
+
+// c[i * c_row_stride + j] = partial[i * kCols + j] + sum over `depth` steps of A(i, k) * B(j, k)
+// for the kRows x kCols tile; a null `partial` counts as zeros. The A panel's element (i, k) is
+// a[i * a_line_stride + k * a_depth_stride]; the B panel's lines are contiguous, element (j, k) at
+// b[j + k * b_depth_stride]. c is the accumulator buffer (row stride kCols) or, for a finished
+// tile, possibly the destination tensor itself. partial may equal c.
+// Implementations: micro_kernel_portable below, micro_kernel_avx2 in avx2_kernels.cpp.
+template <typename Acc>
+using MicroKernel = void (*)(int64_t depth, const Acc* a, int64_t a_line_stride,
+                             int64_t a_depth_stride, const Acc* b, int64_t b_depth_stride,
+                             const Acc* partial, Acc* c, int64_t c_row_stride);
+
+// Plain loops; the compiler vectorises the column loop for the baseline ISA.
+template <typename Acc>
+void micro_kernel_portable(int64_t depth, const Acc* a, int64_t a_line_stride,
+                           int64_t a_depth_stride, const Acc* b, int64_t b_depth_stride,
+                           const Acc* partial, Acc* c, int64_t c_row_stride) {
+  constexpr int kRows = TileShape<Acc>::kRows, kCols = TileShape<Acc>::kCols;
+  Acc acc[kRows][kCols];
+  for (int i = 0; i < kRows; ++i) {
+    for (int j = 0; j < kCols; ++j)
+      acc[i][j] = partial != nullptr ? partial[i * kCols + j] : Acc(0);
+  }
+  for (int64_t k = 0; k < depth; ++k) {
+    for (int i = 0; i < kRows; ++i) {
+      const Acc a_i = a[i * a_line_stride];
+      for (int j = 0; j < kCols; ++j) acc[i][j] += a_i * b[j];
+    }
+    a += a_depth_stride;
+    b += b_depth_stride;
+  }
+  for (int i = 0; i < kRows; ++i) {
+    for (int j = 0; j < kCols; ++j) c[i * c_row_stride + j] = acc[i][j];
+  }
+}
+
+// Where the micro-kernel writes a finished tile: rows `row_stride` apart from `data`, or, with a
+// null `data`, the accumulator buffer.
+template <typename Acc>
+struct TileDestination {
+  Acc* data = nullptr;
+  int64_t row_stride = 0;
+};
+
+// Cache blocking, sized for 32 KiB of L1d and 512 KiB of L2 per core (Zen 3, Skylake and later):
+//  - kDepth steps of one B panel (16 KiB) stay in L1 while every A panel of the block streams past;
+//  - an A block of kRowPanels panels over kDepth steps (144 KiB) stays in L2 across the B panels;
+//  - kColPanels bounds the B panels that share one pass over the A block, and so the accumulator
+//    buffer that carries tiles from one depth block to the next.
+template <typename Acc>
+struct Blocking {
+  static constexpr int64_t kDepth = 1024 / sizeof(Acc);
+  static constexpr int64_t kRowPanels = 24;
+  static constexpr int64_t kColPanels = 16;
+  static constexpr int64_t kAccumulatorSize =
+      kRowPanels * kColPanels * TileShape<Acc>::kRows * TileShape<Acc>::kCols;
+};
+
+// C = A . B for packed operands: a holds panels of kRows lines, b panels of kCols contiguous
+// lines (not in rows), each over the full `depth`. For each tile of C, once its sum is complete,
+// the micro-kernel writes it to destination(a_panel, b_panel) (see TileDestination) and then
+// finish(written, direct, a_panel, b_panel) runs: `written` is where the tile went, `direct`
+// whether that is the destination rather than the accumulator buffer.
+// `accumulators` holds Blocking<Acc>::kAccumulatorSize values.
+//
+// The order of the sums does not depend on anything but the operand sizes, so results are
+// reproducible bit for bit for a given micro-kernel.
+template <typename Acc, typename Destination, typename Finish>
+void gemm_packed(const Panels<Acc>& a, const Panels<Acc>& b, int64_t depth,
+                 MicroKernel<Acc> micro_kernel, Acc* accumulators, const Destination& destination,
+                 const Finish& finish) {
+  using Block = Blocking<Acc>;
+  constexpr int64_t kCols = TileShape<Acc>::kCols;
+  constexpr int64_t kTileSize = TileShape<Acc>::kRows * kCols;
+  // With a single depth block each tile is finished at once, so one slot of the buffer serves all
+  // tiles and stays in L1. An empty reduction still runs one block, to write zero tiles.
+  const bool single_depth_block = depth <= Block::kDepth;
+  const int64_t depth_blocks = std::max<int64_t>(1, (depth + Block::kDepth - 1) / Block::kDepth);
+  for (int64_t a0 = 0; a0 < a.count; a0 += Block::kRowPanels) {
+    const int64_t a1 = std::min(a.count, a0 + Block::kRowPanels);
+    for (int64_t b0 = 0; b0 < b.count; b0 += Block::kColPanels) {
+      const int64_t b1 = std::min(b.count, b0 + Block::kColPanels);
+      for (int64_t kb = 0; kb < depth_blocks; ++kb) {
+        const int64_t k0 = kb * Block::kDepth, steps = std::min(Block::kDepth, depth - k0);
+        const bool last = kb + 1 == depth_blocks;
+        for (int64_t bp = b0; bp < b1; ++bp) {
+          for (int64_t ap = a0; ap < a1; ++ap) {
+            Acc* buffered =
+                single_depth_block
+                    ? accumulators
+                    : accumulators + ((bp - b0) * Block::kRowPanels + (ap - a0)) * kTileSize;
+            TileDestination<Acc> out;
+            if (last) out = destination(ap, bp);
+            const bool direct = out.data != nullptr;
+            if (!direct) out = {buffered, kCols};
+            micro_kernel(steps, a.at(ap, k0), a.line_stride, a.depth_stride, b.at(bp, k0),
+                         b.depth_stride, kb > 0 ? buffered : nullptr, out.data, out.row_stride);
+            if (last) finish(out, direct, ap, bp);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace pointwise::cpu

@@ -1,0 +1,489 @@
+// The CPU ops as channel GEMMs over pixels (gemm.h): operand offsets per layout, threading with
+// at::parallel_for, the deterministic reduction of backward_weight, and the run-time choice
+// between the AVX2 and the portable kernels.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <c10/core/CPUAllocator.h>
+
+#include <atomic>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/avx2_kernels.h"
+#include "cpu/cpu_kernels.h"
+#include "cpu/epilogue.h"
+#include "cpu/gemm.h"
+
+namespace pointwise::cpu {
+
+bool avx2_compiled() {
+#ifdef POINTWISE_CPU_AVX2
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool avx2_supported() {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+namespace {
+
+std::atomic<bool>& avx2_switch() {
+  static std::atomic<bool> enabled(avx2_compiled() && avx2_supported());
+  return enabled;
+}
+
+}  // namespace
+
+void set_avx2_enabled(bool enabled) {
+  TORCH_CHECK(!enabled || avx2_compiled(),
+              "pointwise_cuda: cannot enable the AVX2 CPU kernels, this build left them out "
+              "(built with POINTWISE_CUDA_NO_AVX2=1, or not for x86 with GCC/Clang)");
+  TORCH_CHECK(!enabled || avx2_supported(),
+              "pointwise_cuda: cannot enable the AVX2 CPU kernels, this CPU lacks AVX2 or FMA");
+  avx2_switch().store(enabled);
+}
+
+bool avx2_enabled() { return avx2_switch().load(); }
+
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Below this many multiply-adds per thread, a second thread costs more than it saves.
+constexpr int64_t kMinWorkPerThread = int64_t{1} << 17;
+
+template <typename Acc>
+struct Kernels {
+  MicroKernel<Acc> micro_kernel = micro_kernel_portable<Acc>;
+  ActivationKernel<Acc> activate = activate_portable<Acc>;
+};
+
+template <typename Acc>
+Kernels<Acc> selected_kernels() {
+  Kernels<Acc> kernels;
+#ifdef POINTWISE_CPU_AVX2
+  if (avx2_enabled()) {
+    kernels.micro_kernel = micro_kernel_avx2;
+    if constexpr (std::is_same_v<Acc, float>) kernels.activate = activate_avx2;
+  }
+#endif
+  return kernels;
+}
+
+// An uninitialised array from the CPU allocator, which aligns it to 64 bytes.
+template <typename U>
+class Buffer {
+ public:
+  explicit Buffer(int64_t size) : data_(c10::GetCPUAllocator()->allocate(size * sizeof(U))) {}
+  U* get() const { return static_cast<U*>(data_.get()); }
+
+ private:
+  at::DataPtr data_;
+};
+
+// Where the pixels of the GEMM's grid live in one activation tensor. GEMM pixel
+// q = n * out_pixels + oh * out_w + ow is the tensor's pixel (oh * stride_h - pad_h,
+// ow * stride_w - pad_w) of image n; tensors on the output grid use stride 1 and no padding.
+struct ActivationIndex {
+  int64_t out_pixels = 0, out_w = 0;
+  int64_t height = 0, width = 0;
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  int64_t image_stride = 0, pixel_stride = 0, channel_stride = 0;
+
+  // Offset of channel 0 of output-grid pixel (oh, ow) of image n, or -1 when it lies in the
+  // padding.
+  int64_t pixel(int64_t n, int64_t oh, int64_t ow) const {
+    const int64_t h = oh * stride_h - pad_h, w = ow * stride_w - pad_w;
+    if (h < 0 || h >= height || w < 0 || w >= width) return -1;
+    return n * image_stride + (h * width + w) * pixel_stride;
+  }
+
+  // offsets[i] = the offset of GEMM pixel q0 + i, for `count` pixels; -1 from pixel `pixels` on.
+  // Walks the grid instead of dividing for each pixel.
+  void pixels_from(int64_t q0, int64_t count, int64_t pixels, int64_t* offsets) const {
+    int64_t n = q0 / out_pixels, oh = q0 % out_pixels / out_w, ow = q0 % out_w;
+    for (int64_t i = 0; i < count; ++i) {
+      offsets[i] = q0 + i < pixels ? pixel(n, oh, ow) : -1;
+      if (++ow == out_w) {
+        ow = 0;
+        if (++oh * out_w == out_pixels) {
+          oh = 0;
+          ++n;
+        }
+      }
+    }
+  }
+};
+
+ActivationIndex activation_index(const ConvGeometry& g, int64_t channels, bool input_grid) {
+  ActivationIndex index;
+  index.out_pixels = g.out_pixels();
+  index.out_w = g.out_w;
+  index.height = input_grid ? g.in_h : g.out_h;
+  index.width = input_grid ? g.in_w : g.out_w;
+  if (input_grid) {
+    index.stride_h = g.stride_h;
+    index.stride_w = g.stride_w;
+    index.pad_h = g.pad_h;
+    index.pad_w = g.pad_w;
+  }
+  const int64_t plane = index.height * index.width;
+  index.image_stride = channels * plane;
+  index.pixel_stride = g.channels_last ? channels : 1;
+  index.channel_stride = g.channels_last ? 1 : plane;
+  return index;
+}
+
+// dst(q, c) = act(sum_k weight(c, k) * src(q, k) + bias(c) + residual(q, c)) for every pixel q of
+// the output grid and every channel c of each group; forward is src = input, dst = output, and
+// backward_input is src = grad_output, dst = grad_input with the weight transposed. In group g,
+// depth step k is source channel g * depth + k and c is destination channel g * channels + c.
+template <typename T>
+struct PixelGemm {
+  const T* src = nullptr;
+  ActivationIndex src_index;
+  int64_t depth = 0;
+  T* dst = nullptr;
+  ActivationIndex dst_index;
+  int64_t channels = 0;
+  // weight(c, k) of group g is weight[g * channels * depth + c * weight_channel_stride + k *
+  // weight_depth_stride].
+  const T* weight = nullptr;
+  int64_t weight_channel_stride = 0, weight_depth_stride = 0;
+  const T* bias = nullptr;      // [groups * channels] or null
+  const T* residual = nullptr;  // on dst's offsets, or null
+  Activation activation = Activation::kNone;
+  int64_t groups = 1, pixels = 0;
+};
+
+// Packs every group's weight into `packed`: panels of Width channels over the full depth, group
+// after group, for all tasks to share.
+template <int Width, typename T, typename Acc>
+void pack_weights(const PixelGemm<T>& pg, const Panels<Acc>& packed) {
+  const int64_t panels_per_group = packed.count / pg.groups;
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / (Width * pg.depth));
+  at::parallel_for(0, packed.count, grain, [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> depth_offsets(pg.depth);
+    for (int64_t k = 0; k < pg.depth; ++k) depth_offsets[k] = k * pg.weight_depth_stride;
+    int64_t line_offsets[Width];
+    for (int64_t panel = begin; panel < end; ++panel) {
+      const int64_t g = panel / panels_per_group, first = panel % panels_per_group * Width;
+      for (int r = 0; r < Width; ++r) {
+        line_offsets[r] = first + r < pg.channels ? (first + r) * pg.weight_channel_stride : -1;
+      }
+      pack_panels<Width>(packed.from(panel, 1), pg.weight + g * pg.channels * pg.depth,
+                         line_offsets, depth_offsets.data(), pg.depth, pg.weight_depth_stride == 1);
+    }
+  });
+}
+
+// Pixels go on the side of the tile that is contiguous in memory: columns (the vector dimension)
+// for NCHW, where a channel's pixels are consecutive, and rows for NHWC, whose channels are.
+template <typename T, bool kPixelsAreColumns>
+void run_pixel_gemm(const PixelGemm<T>& pg) {
+  using Acc = at::opmath_type<T>;
+  using Shape = TileShape<Acc>;
+  using Block = Blocking<Acc>;
+  constexpr int kPixelWidth = kPixelsAreColumns ? Shape::kCols : Shape::kRows;
+  constexpr int kChannelWidth = kPixelsAreColumns ? Shape::kRows : Shape::kCols;
+  // A task packs one cache block of pixel panels over the full depth and runs it against all the
+  // group's channels, so each input pixel is read from memory once.
+  constexpr int64_t kTaskPanels = kPixelsAreColumns ? Block::kColPanels : Block::kRowPanels;
+  const Kernels<Acc> kernels = selected_kernels<Acc>();
+
+  const int64_t channel_panels = ceil_div(pg.channels, kChannelWidth);
+  const int64_t group_channels = channel_panels * kChannelWidth;  // padded to whole panels
+  Buffer<Acc> weight_buffer(
+      Panels<Acc>::capacity(pg.groups * channel_panels, kChannelWidth, pg.depth));
+  const Panels<Acc> weights =
+      kPixelsAreColumns ? Panels<Acc>::for_a(weight_buffer.get(), pg.groups * channel_panels,
+                                             kChannelWidth, pg.depth, pg.weight_depth_stride == 1)
+                        : Panels<Acc>::interleaved(weight_buffer.get(), pg.groups * channel_panels,
+                                                   kChannelWidth, pg.depth);
+  pack_weights<kChannelWidth>(pg, weights);
+
+  // Per group and padded channel: the destination offset (-1 for padding) and the bias.
+  std::vector<int64_t> channel_offsets(pg.groups * group_channels);
+  std::vector<Acc> bias(pg.bias != nullptr ? pg.groups * group_channels : 0);
+  for (int64_t g = 0; g < pg.groups; ++g) {
+    for (int64_t c = 0; c < group_channels; ++c) {
+      const int64_t channel = g * pg.channels + c;
+      const bool real = c < pg.channels;
+      channel_offsets[g * group_channels + c] = real ? channel * pg.dst_index.channel_stride : -1;
+      if (pg.bias != nullptr)
+        bias[g * group_channels + c] = real ? static_cast<Acc>(pg.bias[channel]) : Acc(0);
+    }
+  }
+  TileEpilogue<Acc, T> epilogue;
+  epilogue.bias_on_rows = kPixelsAreColumns;
+  epilogue.residual = pg.residual;
+  epilogue.activation = pg.activation;
+  epilogue.activate = kernels.activate;
+
+  const int64_t pixel_panels = ceil_div(pg.pixels, kPixelWidth);
+  const int64_t work_per_panel = kPixelWidth * pg.depth * pg.channels;
+  const int64_t grain = std::max<int64_t>(1, kMinWorkPerThread / work_per_panel);
+  // Units are (group, pixel panel); each thread takes a contiguous run and cuts it into tasks.
+  at::parallel_for(0, pg.groups * pixel_panels, grain, [&](int64_t begin, int64_t end) {
+    Buffer<Acc> pixel_buffer(Panels<Acc>::capacity(kTaskPanels, kPixelWidth, pg.depth));
+    Buffer<Acc> accumulators(Block::kAccumulatorSize);
+    std::vector<int64_t> src_pixels(kTaskPanels * kPixelWidth),
+        dst_pixels(kTaskPanels * kPixelWidth);
+    std::vector<int64_t> depth_offsets(pg.depth);
+    for (int64_t unit = begin; unit < end;) {
+      const int64_t g = unit / pixel_panels, first_panel = unit % pixel_panels;
+      const int64_t panels = std::min({kTaskPanels, pixel_panels - first_panel, end - unit});
+      const int64_t q0 = first_panel * kPixelWidth, lines = panels * kPixelWidth;
+      pg.src_index.pixels_from(q0, lines, pg.pixels, src_pixels.data());
+      pg.dst_index.pixels_from(q0, lines, pg.pixels, dst_pixels.data());
+      for (int64_t k = 0; k < pg.depth; ++k) {
+        depth_offsets[k] = (g * pg.depth + k) * pg.src_index.channel_stride;
+      }
+      const bool depth_unit_stride = unit_stride(depth_offsets.data(), pg.depth);
+      const Panels<Acc> pixels =
+          kPixelsAreColumns ? Panels<Acc>::depth_major(pixel_buffer.get(), panels, kPixelWidth)
+                            : Panels<Acc>::for_a(pixel_buffer.get(), panels, kPixelWidth, pg.depth,
+                                                 depth_unit_stride);
+      pack_panels<kPixelWidth>(pixels, pg.src, src_pixels.data(), depth_offsets.data(), pg.depth,
+                               depth_unit_stride);
+
+      const Panels<Acc> group_weights = weights.from(g * channel_panels, channel_panels);
+      const int64_t* group_channel_offsets = channel_offsets.data() + g * group_channels;
+      const Acc* group_bias = pg.bias != nullptr ? bias.data() + g * group_channels : nullptr;
+      // Offsets in the destination of the rows of A panel a_panel and of the columns of B panel
+      // b_panel.
+      auto tile_rows = [&](int64_t a_panel) {
+        return kPixelsAreColumns ? group_channel_offsets + a_panel * kChannelWidth
+                                 : dst_pixels.data() + a_panel * kPixelWidth;
+      };
+      auto tile_cols = [&](int64_t b_panel) {
+        return kPixelsAreColumns ? dst_pixels.data() + b_panel * kPixelWidth
+                                 : group_channel_offsets + b_panel * kChannelWidth;
+      };
+      auto destination = [&](int64_t a_panel, int64_t b_panel) {
+        return direct_destination<Acc>(pg.dst, tile_rows(a_panel), tile_cols(b_panel));
+      };
+      auto finish = [&](const TileDestination<Acc>& written, bool direct, int64_t a_panel,
+                        int64_t b_panel) {
+        const int64_t channel_panel = kPixelsAreColumns ? a_panel : b_panel;
+        const Acc* tile_bias =
+            group_bias != nullptr ? group_bias + channel_panel * kChannelWidth : nullptr;
+        finish_tile(written, direct, tile_rows(a_panel), tile_cols(b_panel), tile_bias, epilogue,
+                    pg.dst);
+      };
+      if constexpr (kPixelsAreColumns) {
+        gemm_packed(group_weights, pixels, pg.depth, kernels.micro_kernel, accumulators.get(),
+                    destination, finish);
+      } else {
+        gemm_packed(pixels, group_weights, pg.depth, kernels.micro_kernel, accumulators.get(),
+                    destination, finish);
+      }
+      unit += panels;
+    }
+  });
+}
+
+template <typename T>
+void run_pixel_gemm(const PixelGemm<T>& pg, bool channels_last) {
+  if (channels_last) {
+    run_pixel_gemm<T, false>(pg);
+  } else {
+    run_pixel_gemm<T, true>(pg);
+  }
+}
+
+template <typename T>
+void forward_typed(const ForwardArgs& args) {
+  const ConvGeometry& g = args.geometry;
+  PixelGemm<T> pg;
+  pg.src = args.input.const_data_ptr<T>();
+  pg.src_index = activation_index(g, g.in_channels, /*input_grid=*/true);
+  pg.depth = g.in_channels_per_group();
+  pg.dst = args.output.mutable_data_ptr<T>();
+  pg.dst_index = activation_index(g, g.out_channels, /*input_grid=*/false);
+  pg.channels = g.out_channels_per_group();
+  pg.weight = args.weight.const_data_ptr<T>();
+  pg.weight_channel_stride = pg.depth;  // weight[c_out][c_in]
+  pg.weight_depth_stride = 1;
+  pg.bias = args.bias.defined() ? args.bias.const_data_ptr<T>() : nullptr;
+  pg.residual = args.residual.defined() ? args.residual.const_data_ptr<T>() : nullptr;
+  pg.activation = args.activation;
+  pg.groups = g.groups;
+  pg.pixels = g.batch * g.out_pixels();
+  run_pixel_gemm(pg, g.channels_last);
+}
+
+template <typename T>
+void backward_input_typed(const BackwardInputArgs& args) {
+  const ConvGeometry& g = args.geometry;
+  PixelGemm<T> pg;
+  pg.src = args.grad_output.const_data_ptr<T>();
+  pg.src_index = activation_index(g, g.out_channels, /*input_grid=*/false);
+  pg.depth = g.out_channels_per_group();
+  // Output pixels whose input pixel is in the padding get offset -1 and are not written.
+  pg.dst = args.grad_input.mutable_data_ptr<T>();
+  pg.dst_index = activation_index(g, g.in_channels, /*input_grid=*/true);
+  pg.channels = g.in_channels_per_group();
+  pg.weight = args.weight.const_data_ptr<T>();
+  pg.weight_channel_stride = 1;  // the transpose of weight[c_out][c_in]
+  pg.weight_depth_stride = pg.channels;
+  pg.groups = g.groups;
+  pg.pixels = g.batch * g.out_pixels();
+  run_pixel_gemm(pg, g.channels_last);
+}
+
+// Pixels per partial sum of backward_weight. It depends on the sizes only, never on the thread
+// count, so the partial sums and their fixed-order reduction give the same bits on every run.
+int64_t reduction_chunk(int64_t pixels, int64_t weight_size) {
+  constexpr int64_t kChunk = 512;
+  // Bounds the partial sums to 64 MiB of floats.
+  constexpr int64_t kMaxPartialValues = int64_t{1} << 24;
+  const int64_t max_chunks = std::max<int64_t>(1, kMaxPartialValues / weight_size);
+  return std::max(kChunk, ceil_div(pixels, max_chunks));
+}
+
+// Splits `panels` into the fewest blocks of at most `max_block` panels, of near-equal size.
+int64_t balanced_block(int64_t panels, int64_t max_block) {
+  return ceil_div(panels, ceil_div(panels, max_block));
+}
+
+// One operand of backward_weight's GEMM: the channels of one activation over the pixels.
+template <typename T>
+struct WeightGradOperand {
+  const T* data = nullptr;
+  ActivationIndex index;
+  int64_t channels = 0;       // per group
+  int64_t weight_stride = 0;  // channel c's sums go to grad_weight[group base + c * weight_stride]
+};
+
+// grad_weight[c_out][c_in] = sum over pixels of grad_output(q, c_out) * input(q, c_in): a GEMM
+// whose depth is the pixels, cut into chunks whose partial sums are reduced in a fixed order.
+template <typename T>
+void backward_weight_typed(const BackwardWeightArgs& args) {
+  using Acc = at::opmath_type<T>;
+  using Shape = TileShape<Acc>;
+  using Block = Blocking<Acc>;
+  const ConvGeometry& g = args.geometry;
+  const Kernels<Acc> kernels = selected_kernels<Acc>();
+  const int64_t in_channels = g.in_channels_per_group(), out_channels = g.out_channels_per_group();
+  const WeightGradOperand<T> grad_output{args.grad_output.const_data_ptr<T>(),
+                                         activation_index(g, g.out_channels, /*input_grid=*/false),
+                                         out_channels, in_channels};
+  const WeightGradOperand<T> input{args.input.const_data_ptr<T>(),
+                                   activation_index(g, g.in_channels, /*input_grid=*/true),
+                                   in_channels, 1};
+  // Which operand is A is a matter of packing cost (measured 1.1-1.5x). B is packed once per
+  // block of A; in NCHW that packing transposes (B's lines, channels, are not contiguous), so the
+  // operand with fewer channels goes there. In NHWC, A's panels copy 6 channels per pixel and
+  // B's 16: the operand with more channels goes to B.
+  const bool grad_output_is_a =
+      g.channels_last ? out_channels <= in_channels : out_channels >= in_channels;
+  const WeightGradOperand<T>& a_side = grad_output_is_a ? grad_output : input;
+  const WeightGradOperand<T>& b_side = grad_output_is_a ? input : grad_output;
+
+  const int64_t group_weight_size = out_channels * in_channels;
+  const int64_t weight_size = g.groups * group_weight_size;
+  const int64_t pixels = g.batch * g.out_pixels();
+  const int64_t chunk = reduction_chunk(pixels, weight_size);
+  const int64_t chunks = ceil_div(pixels, chunk);
+  const int64_t a_panels = ceil_div(a_side.channels, Shape::kRows);
+  const int64_t b_panels = ceil_div(b_side.channels, Shape::kCols);
+  const int64_t a_block = balanced_block(a_panels, Block::kRowPanels);
+  const int64_t a_blocks = ceil_div(a_panels, a_block);
+  Buffer<Acc> partials(chunks * weight_size);
+
+  const int64_t work_per_unit = std::min(chunk, pixels) * a_block * Shape::kRows * b_side.channels;
+  const int64_t grain = std::max<int64_t>(1, kMinWorkPerThread / work_per_unit);
+  // Units are (chunk, group, block of A's channels); a unit packs its A block and all of B.
+  at::parallel_for(0, chunks * g.groups * a_blocks, grain, [&](int64_t begin, int64_t end) {
+    Buffer<Acc> a_buffer(Panels<Acc>::capacity(a_block, Shape::kRows, chunk));
+    Buffer<Acc> b_buffer(Panels<Acc>::capacity(b_panels, Shape::kCols, chunk));
+    Buffer<Acc> accumulators(Block::kAccumulatorSize);
+    std::vector<int64_t> a_pixels(chunk), b_pixels(chunk);
+    std::vector<int64_t> a_lines(a_block * Shape::kRows), b_lines(b_panels * Shape::kCols);
+    std::vector<int64_t> rows(a_block * Shape::kRows), cols(b_panels * Shape::kCols);
+    // Where the operand's channels first, first + 1, ... are read from (lines) and where their
+    // sums go (sums); -1 past the group's channels.
+    auto channel_offsets = [](const WeightGradOperand<T>& side, int64_t group, int64_t first,
+                              int64_t count, int64_t* lines, int64_t* sums) {
+      for (int64_t i = 0; i < count; ++i) {
+        const int64_t channel = first + i;
+        const bool real = channel < side.channels;
+        lines[i] = real ? (group * side.channels + channel) * side.index.channel_stride : -1;
+        sums[i] = real ? channel * side.weight_stride : -1;
+      }
+    };
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t c = unit / (g.groups * a_blocks), group = unit / a_blocks % g.groups;
+      const int64_t a_first = unit % a_blocks * a_block,
+                    a_count = std::min(a_block, a_panels - a_first);
+      const int64_t q0 = c * chunk, depth = std::min(chunk, pixels - q0);
+      a_side.index.pixels_from(q0, depth, pixels, a_pixels.data());
+      b_side.index.pixels_from(q0, depth, pixels, b_pixels.data());
+      channel_offsets(a_side, group, a_first * Shape::kRows, a_count * Shape::kRows, a_lines.data(),
+                      rows.data());
+      channel_offsets(b_side, group, 0, b_panels * Shape::kCols, b_lines.data(), cols.data());
+      const bool a_unit_stride = unit_stride(a_pixels.data(), depth);
+      const Panels<Acc> a =
+          Panels<Acc>::for_a(a_buffer.get(), a_count, Shape::kRows, depth, a_unit_stride);
+      const Panels<Acc> b = Panels<Acc>::interleaved(b_buffer.get(), b_panels, Shape::kCols, depth);
+      pack_panels<Shape::kRows>(a, a_side.data, a_lines.data(), a_pixels.data(), depth,
+                                a_unit_stride);
+      pack_panels<Shape::kCols>(b, b_side.data, b_lines.data(), b_pixels.data(), depth,
+                                unit_stride(b_pixels.data(), depth));
+
+      Acc* partial = partials.get() + c * weight_size + group * group_weight_size;
+      const TileEpilogue<Acc, T> plain;
+      const Acc* no_bias = nullptr;
+      gemm_packed(
+          a, b, depth, kernels.micro_kernel, accumulators.get(),
+          [&](int64_t a_panel, int64_t b_panel) {
+            return direct_destination<Acc>(partial, rows.data() + a_panel * Shape::kRows,
+                                           cols.data() + b_panel * Shape::kCols);
+          },
+          [&](const TileDestination<Acc>& written, bool direct, int64_t a_panel, int64_t b_panel) {
+            finish_tile(written, direct, rows.data() + a_panel * Shape::kRows,
+                        cols.data() + b_panel * Shape::kCols, no_bias, plain, partial);
+          });
+    }
+  });
+
+  // Adds the chunks' partial sums in chunk order, whichever thread computed them.
+  T* grad_weight = args.grad_weight.mutable_data_ptr<T>();
+  at::parallel_for(0, weight_size, 1024, [&](int64_t begin, int64_t end) {
+    for (int64_t e = begin; e < end; ++e) {
+      Acc sum = partials.get()[e];
+      for (int64_t c = 1; c < chunks; ++c) sum += partials.get()[c * weight_size + e];
+      grad_weight[e] = static_cast<T>(sum);
+    }
+  });
+}
+
+}  // namespace
+
+void forward(const ForwardArgs& args) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.input.scalar_type(),
+                                  "pointwise_cpu_forward", [&] { forward_typed<scalar_t>(args); });
+}
+
+void backward_input(const BackwardInputArgs& args) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.grad_output.scalar_type(),
+                                  "pointwise_cpu_backward_input",
+                                  [&] { backward_input_typed<scalar_t>(args); });
+}
+
+void backward_weight(const BackwardWeightArgs& args) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.input.scalar_type(),
+                                  "pointwise_cpu_backward_weight",
+                                  [&] { backward_weight_typed<scalar_t>(args); });
+}
+
+}  // namespace pointwise::cpu
