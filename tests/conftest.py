@@ -1,0 +1,68 @@
+"""Shared pytest setup: the --runslow option, the cuda/slow markers, per-test seeds and TF32 pinning.
+
+CUDA tests run automatically where torch.cuda.is_available(); elsewhere they are skipped with a
+reason (tests marked `cuda`) or not generated at all (the `device` parametrisations list "cuda"
+only when a GPU is present, see reference.DEVICES).
+"""
+
+import zlib
+
+import pytest
+import torch
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: large tensors or long runs; skipped unless --runslow is given")
+    config.addinivalue_line("markers", "cuda: needs a CUDA device")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_slow = pytest.mark.skip(reason="slow test: pass --runslow to run it")
+    skip_cuda = pytest.mark.skip(reason="no CUDA device (torch.cuda.is_available() is False)")
+    has_cuda = torch.cuda.is_available()
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(skip_slow)
+        if "cuda" in item.keywords and not has_cuda:
+            item.add_marker(skip_cuda)
+
+
+def _set_tf32(enabled: bool):
+    torch.backends.cudnn.allow_tf32 = enabled
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+
+
+@pytest.fixture(autouse=True)
+def pin_tf32():
+    """Every test starts with TF32 off (exact fp32 in F.conv2d, torch.matmul and our op), and the
+    flags are restored afterwards whatever the test did to them."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    _set_tf32(False)
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.fixture
+def tf32_on(pin_tf32):
+    """TF32 allowed for the duration of the test (restored by pin_tf32)."""
+    _set_tf32(True)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def seed(request):
+    """A fixed seed per test (derived from its id): fresh random data in every test, reproducible."""
+    value = zlib.crc32(request.node.nodeid.encode())
+    torch.manual_seed(value)
+    return value
+
+
+@pytest.fixture
+def restore_num_threads():
+    saved = torch.get_num_threads()
+    yield
+    torch.set_num_threads(saved)

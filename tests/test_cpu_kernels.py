@@ -1,0 +1,90 @@
+"""The CPU kernels: both instruction-set paths against float64, and determinism (bitwise, across runs and thread counts)."""
+
+import pytest
+import torch
+
+import pointwise_cuda as pw
+import torch.nn.functional as F
+
+from reference import make_tensor, rel_err
+
+# Big enough that at::parallel_for splits the work (and the grad-weight reduction) across threads.
+SHAPE = dict(n=4, c_in=40, c_out=48, h=24, w=22)
+
+
+def _run(dtype, layout, stride=1, padding=0, groups=1, activation="silu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n, c_in, c_out, h, w = SHAPE["n"], SHAPE["c_in"], SHAPE["c_out"], SHAPE["h"], SHAPE["w"]
+    x = make_tensor((n, c_in, h, w), layout, torch.float64)
+    x.copy_(torch.randn(x.shape, generator=g, dtype=torch.float64))
+    x = x.to(dtype).requires_grad_(True)
+    wt = torch.randn(c_out, c_in // groups, 1, 1, generator=g, dtype=torch.float64).to(dtype).requires_grad_(True)
+    b = torch.randn(c_out, generator=g, dtype=torch.float64).to(dtype).requires_grad_(True)
+    out_hw = ((h + 2 * padding - 1) // stride + 1, (w + 2 * padding - 1) // stride + 1)
+    r = torch.randn(n, c_out, *out_hw, generator=g, dtype=torch.float64).to(dtype).requires_grad_(True)
+    out = pw.pointwise_conv2d(x, wt, b, stride, padding, groups=groups, activation=activation, residual=r)
+    out.backward(torch.randn(out.shape, generator=g, dtype=torch.float64).to(dtype))
+    return out.detach(), x.grad, wt.grad, b.grad, r.grad
+
+
+CONFIGS = [
+    pytest.param(torch.float32, "nchw", 1, 0, 1, id="f32-nchw"),
+    pytest.param(torch.float32, "channels_last", 2, 1, 2, id="f32-channels_last-stride2-pad1-groups2"),
+    pytest.param(torch.float64, "channels_last", 1, 0, 1, id="f64-channels_last"),
+    pytest.param(torch.bfloat16, "nchw", 1, 1, 4, id="bf16-nchw-pad1-groups4"),
+    pytest.param(torch.float16, "channels_last", 1, 0, 1, id="f16-channels_last"),
+]
+
+
+@pytest.mark.parametrize("dtype,layout,stride,padding,groups", CONFIGS)
+def test_bitwise_deterministic_across_runs(dtype, layout, stride, padding, groups):
+    first = _run(dtype, layout, stride, padding, groups)
+    second = _run(dtype, layout, stride, padding, groups)
+    for name, a, b in zip(("output", "grad input", "grad weight", "grad bias", "grad residual"), first, second):
+        assert torch.equal(a, b), f"{name} differs between two identical runs"
+
+
+@pytest.mark.parametrize("dtype,layout,stride,padding,groups", CONFIGS)
+def test_grad_weight_bitwise_independent_of_thread_count(dtype, layout, stride, padding, groups, restore_num_threads):
+    torch.set_num_threads(2)
+    two = _run(dtype, layout, stride, padding, groups)
+    torch.set_num_threads(1)
+    one = _run(dtype, layout, stride, padding, groups)
+    assert torch.equal(one[2], two[2]), "grad weight differs between 1 and 2 threads"
+    for name, a, b in zip(("output", "grad input", "grad bias", "grad residual"), (one[0], one[1], one[3], one[4]), (two[0], two[1], two[3], two[4])):
+        assert torch.equal(a, b), f"{name} differs between 1 and 2 threads"
+
+
+@pytest.fixture(params=["avx2", "portable"])
+def cpu_path(request):
+    """Runs the test once with the AVX2/FMA kernels and once with the portable ones."""
+    use_avx2 = request.param == "avx2"
+    if use_avx2 and not pw.build_info()["cpu_avx2_supported"]:
+        pytest.skip("this CPU has no AVX2/FMA")
+    before = pw._C.cpu_avx2_enabled()
+    pw._C.set_cpu_avx2_enabled(use_avx2)
+    yield request.param
+    pw._C.set_cpu_avx2_enabled(before)
+
+
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 1e-2, torch.float16: 2e-3}
+
+
+@pytest.mark.parametrize("dtype,layout,stride,padding,groups", CONFIGS)
+def test_each_cpu_path_matches_float64(cpu_path, dtype, layout, stride, padding, groups):
+    assert pw._C.cpu_avx2_enabled() == (cpu_path == "avx2")
+    out, grad_x, grad_w, grad_b, grad_r = _run(dtype, layout, stride, padding, groups)
+    # The same inputs in float64 through F.conv2d's autograd.
+    g = torch.Generator().manual_seed(0)
+    n, c_in, c_out, h, w = SHAPE["n"], SHAPE["c_in"], SHAPE["c_out"], SHAPE["h"], SHAPE["w"]
+    x = torch.randn(n, c_in, h, w, generator=g, dtype=torch.float64).to(dtype).double().requires_grad_(True)
+    wt = torch.randn(c_out, c_in // groups, 1, 1, generator=g, dtype=torch.float64).to(dtype).double().requires_grad_(True)
+    b = torch.randn(c_out, generator=g, dtype=torch.float64).to(dtype).double().requires_grad_(True)
+    out_hw = ((h + 2 * padding - 1) // stride + 1, (w + 2 * padding - 1) // stride + 1)
+    r = torch.randn(n, c_out, *out_hw, generator=g, dtype=torch.float64).to(dtype).double().requires_grad_(True)
+    ref = F.silu(F.conv2d(x, wt, b, stride, padding, 1, groups) + r)
+    ref.backward(torch.randn(ref.shape, generator=g, dtype=torch.float64).to(dtype).double())
+    tol = TOLERANCE[dtype] * (1 if dtype == torch.float64 else 4)  # gradients sum hundreds of terms
+    for name, ours, theirs in (("output", out, ref), ("grad input", grad_x, x.grad), ("grad weight", grad_w, wt.grad),
+                               ("grad bias", grad_b, b.grad), ("grad residual", grad_r, r.grad)):
+        assert rel_err(ours, theirs.detach()) <= tol, f"{name} on the {cpu_path} path: {rel_err(ours, theirs):.2e}"
