@@ -1,0 +1,186 @@
+"""What every bench script shares: dtype and precision flags, the environment record, file names, a progress bar.
+
+Timing is not here: every number comes from pointwise_cuda.timing.median_ms (L2 flushed on CUDA, medians).
+"""
+
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+from typing import Iterable, Optional
+
+import torch
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(BENCH_DIR)
+RESULTS_DIR = os.path.join(BENCH_DIR, "results")
+
+# --dtype name -> (tensor dtype, TF32 allowed). "tf32" is float32 tensors with TF32 math on both sides.
+DTYPES = {
+    "fp32": (torch.float32, False),
+    "tf32": (torch.float32, True),
+    "bf16": (torch.bfloat16, False),
+    "fp16": (torch.float16, False),
+}
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def pin_precision(dtype_name: str) -> dict:
+    """Sets the two TF32 flags explicitly (F.conv2d, torch.matmul and our op all read them) and returns them."""
+    _, tf32 = DTYPES[dtype_name]
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    return {
+        "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+        "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+    }
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_name()
+
+
+def device_slug(device: torch.device) -> str:
+    """Folder and file-name tag for a device: 'cpu', or the GPU's name ('nvidia-h100-80gb-hbm3')."""
+    if device.type != "cuda":
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+
+
+def git_info() -> dict:
+    """The commit these numbers came from, and whether the work tree differed from it (results excluded)."""
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=REPO_DIR, capture_output=True, text=True, timeout=30)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        status = git("status", "--porcelain", "--", ".", ":!bench/results", ":!bench/out")
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    commit = head.stdout.strip() if head.returncode == 0 else None
+    dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+    return {"commit": commit, "dirty": dirty}
+
+
+def environment(device: torch.device) -> dict:
+    """Device, versions, build and commit: recorded in every JSON the bench writes."""
+    import pointwise_cuda
+
+    env = {
+        "device": device_name(device),
+        "device_type": device.type,
+        "device_slug": device_slug(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "cpu": cpu_name(),
+        "pointwise_cuda": pointwise_cuda.__version__,
+        "build_info": _jsonable(pointwise_cuda.build_info()),
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        **git_info(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env["sm"] = f"{props.major}.{props.minor}"
+        env["sm_count"] = props.multi_processor_count
+        env["memory_gib"] = round(props.total_memory / 2**30, 1)
+        env["driver"] = _nvidia_smi_driver()
+    else:
+        env["mkldnn"] = torch.backends.mkldnn.is_available()
+    return env
+
+
+def loadavg() -> Optional[float]:
+    """This machine's 1-minute load average: a busy shared CPU slows the threaded CPU baselines most."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def _nvidia_smi_driver() -> Optional[str]:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def stem(kind: str, device: torch.device, dtype: str, layout: str, pass_: Optional[str], batch: int) -> str:
+    """File name stem encoding what was measured: layers-nvidia-h100-80gb-hbm3-bf16-channels_last-forward-b32,
+    layers-cpu-t2-fp32-nchw-forward-b2 (CPU runs add their thread count)."""
+    device_tag = device_slug(device) + ("" if device.type == "cuda" else f"-t{torch.get_num_threads()}")
+    parts = [kind, device_tag, dtype, layout] + ([pass_] if pass_ else []) + [f"b{batch}"]
+    return "-".join(parts)
+
+
+def write_json(path: str, data: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(_jsonable(data), f, indent=1)
+        f.write("\n")
+
+
+def geomean(values: Iterable[Optional[float]]) -> Optional[float]:
+    values = [v for v in values if v is not None and v > 0 and math.isfinite(v)]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+def fmt(value: Optional[float], spec: str = ".3f", suffix: str = "") -> str:
+    return "—" if value is None else f"{value:{spec}}{suffix}"
+
+
+class Progress:
+    """tqdm when it is installed, a plain counter on stderr otherwise."""
+
+    def __init__(self, total: int, desc: str, unit: str = "layer"):
+        try:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+        except ImportError:
+            self._bar = None
+        self.total, self.desc, self.done = total, desc, 0
+
+    def update(self, label: str = "") -> None:
+        self.done += 1
+        if self._bar is not None:
+            self._bar.set_postfix_str(label, refresh=False)
+            self._bar.update(1)
+        else:
+            print(f"{self.desc}: {self.done}/{self.total} {label}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
