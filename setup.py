@@ -58,7 +58,9 @@ with_avx2 = os.environ.get("POINTWISE_CUDA_NO_AVX2") != "1"
 sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
 define_macros = [("POINTWISE_WITH_AVX2", "1")] if with_avx2 else []
 # No -std here: torch's BuildExtension adds the standard its headers need (C++17 or C++20).
-extra_compile_args = {"cxx": ["-O3"]}
+# -fopenmp: at::parallel_for is inline OpenMP code compiled into this extension; without the flag
+# it silently runs on one thread (libgomp then resolves to the copy torch ships).
+extra_compile_args = {"cxx": ["-O3", "-fopenmp"]}
 
 if with_cuda:
     sources += sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
@@ -82,6 +84,7 @@ setup(
             include_dirs=[os.path.abspath("csrc")],
             define_macros=define_macros,
             extra_compile_args=extra_compile_args,
+            extra_link_args=["-fopenmp"],
         )
     ],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},

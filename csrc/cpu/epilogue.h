@@ -59,9 +59,9 @@ TileDestination<Acc> direct_destination(Out* dst, const int64_t* rows, const int
   constexpr int kRows = TileShape<Acc>::kRows, kCols = TileShape<Acc>::kCols;
   if constexpr (std::is_same_v<Out, Acc>) {
     const int64_t row_stride = rows[1] - rows[0];
-    if (rows[0] < 0 || row_stride < kCols || !unit_stride(cols, kCols)) return {};
-    for (int i = 2; i < kRows; ++i) {
-      if (rows[i] != rows[0] + i * row_stride) return {};
+    if (row_stride < kCols || !evenly_spaced(rows, kRows, row_stride) ||
+        !unit_stride(cols, kCols)) {
+      return {};
     }
     return {dst + rows[0] + cols[0], row_stride};
   } else {
@@ -79,32 +79,35 @@ void store_tile(const Acc* tile, int64_t tile_stride, const int64_t* rows, const
   // Columns are usually one contiguous run (pixels of one image, or channels of NHWC); the loops
   // then vectorise. Otherwise they cross an image, the padding or the end of the operand.
   const bool contiguous = unit_stride(cols, kCols);
+  // The whole tile goes through z, so that the activation runs once per tile: per row, the call
+  // overhead made SiLU cost twice as much.
+  Acc z[kRows][kCols];
+  for (int i = 0; i < kRows; ++i) {
+    for (int j = 0; j < kCols; ++j) z[i][j] = tile[i * tile_stride + j];
+    if (bias != nullptr) {
+      for (int j = 0; j < kCols; ++j) z[i][j] += epilogue.bias_on_rows ? bias[i] : bias[j];
+    }
+    if (rows[i] < 0 || epilogue.residual == nullptr) continue;
+    const T* residual = epilogue.residual + rows[i];
+    if (contiguous) {
+      for (int j = 0; j < kCols; ++j) z[i][j] += static_cast<Acc>(residual[cols[0] + j]);
+    } else {
+      for (int j = 0; j < kCols; ++j) {
+        if (cols[j] >= 0) z[i][j] += static_cast<Acc>(residual[cols[j]]);
+      }
+    }
+  }
+  if (epilogue.activation != Activation::kNone) {
+    epilogue.activate(&z[0][0], kRows * kCols, epilogue.activation);
+  }
   for (int i = 0; i < kRows; ++i) {
     if (rows[i] < 0) continue;
-    Acc z[kCols];
-    for (int j = 0; j < kCols; ++j) z[j] = tile[i * tile_stride + j];
-    if (bias != nullptr) {
-      for (int j = 0; j < kCols; ++j) z[j] += epilogue.bias_on_rows ? bias[i] : bias[j];
-    }
+    Out* out = dst + rows[i];
     if (contiguous) {
-      if (epilogue.residual != nullptr) {
-        const T* residual = epilogue.residual + rows[i] + cols[0];
-        for (int j = 0; j < kCols; ++j) z[j] += static_cast<Acc>(residual[j]);
-      }
-      if (epilogue.activation != Activation::kNone)
-        epilogue.activate(z, kCols, epilogue.activation);
-      Out* out = dst + rows[i] + cols[0];
-      for (int j = 0; j < kCols; ++j) out[j] = static_cast<Out>(z[j]);
+      for (int j = 0; j < kCols; ++j) out[cols[0] + j] = static_cast<Out>(z[i][j]);
     } else {
-      if (epilogue.residual != nullptr) {
-        for (int j = 0; j < kCols; ++j) {
-          if (cols[j] >= 0) z[j] += static_cast<Acc>(epilogue.residual[rows[i] + cols[j]]);
-        }
-      }
-      if (epilogue.activation != Activation::kNone)
-        epilogue.activate(z, kCols, epilogue.activation);
       for (int j = 0; j < kCols; ++j) {
-        if (cols[j] >= 0) dst[rows[i] + cols[j]] = static_cast<Out>(z[j]);
+        if (cols[j] >= 0) out[cols[j]] = static_cast<Out>(z[i][j]);
       }
     }
   }

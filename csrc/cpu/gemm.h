@@ -1,10 +1,10 @@
 // The channel GEMM shared by the three CPU ops: operand packing, the micro-kernel interface with
 // its portable implementation, and the cache-blocked driver.
 //
-// Every op is C = A . B over channels and pixels. Both operands are first packed into panels (the
-// canonical layouts below), whatever the tensors' layout, so one micro-kernel serves NCHW and
-// NHWC, forward and backward; only the offsets that packing reads from and the tile epilogue
-// writes to differ between them.
+// Every op is C = A . B over channels and pixels. Both operands reach the micro-kernel as panels
+// (the layouts below), packed from the tensors whatever their layout, or read in place where a
+// tensor already has that shape; so one micro-kernel serves NCHW and NHWC, forward and backward,
+// and only the offsets that packing reads from and the tile epilogue writes to differ.
 #pragma once
 
 #include <algorithm>
@@ -24,14 +24,16 @@ struct TileShape {
   static constexpr int kCols = 64 / sizeof(Acc);
 };
 
-// Whether offsets[k] == offsets[0] + k for every k, none negative.
-inline bool unit_stride(const int64_t* offsets, int64_t n) {
+// Whether offsets[k] == offsets[0] + k * stride for every k, none negative.
+inline bool evenly_spaced(const int64_t* offsets, int64_t n, int64_t stride) {
   if (n == 0 || offsets[0] < 0) return false;
   for (int64_t k = 1; k < n; ++k) {
-    if (offsets[k] != offsets[0] + k) return false;
+    if (offsets[k] != offsets[0] + k * stride) return false;
   }
   return true;
 }
+
+inline bool unit_stride(const int64_t* offsets, int64_t n) { return evenly_spaced(offsets, n, 1); }
 
 // out[i] = in[i] for i < n, converted to Acc.
 template <typename T, typename Acc>
@@ -70,6 +72,11 @@ struct Panels {
   static Panels rows(Acc* data, int64_t count, int width, int64_t depth) {
     const int64_t line_stride = padded(depth);
     return {data, count, width * line_stride, line_stride, 1};
+  }
+  // Panels read in place from `data`, lines line_stride apart, for an operand that needs no
+  // packing. gemm_packed only reads its operands.
+  static Panels in_place(const Acc* data, int64_t count, int width, int64_t line_stride) {
+    return {const_cast<Acc*>(data), count, width * line_stride, line_stride, 1};
   }
   // The A operand's order: rows when its source is contiguous along the depth.
   static Panels for_a(Acc* data, int64_t count, int width, int64_t depth, bool depth_unit_stride) {

@@ -15,6 +15,11 @@
 #include "cpu/epilogue.h"
 #include "cpu/gemm.h"
 
+#if AT_PARALLEL_OPENMP && !defined(_OPENMP)
+// at::parallel_for is inline OpenMP code, compiled here: without -fopenmp it quietly runs serially.
+#warning "pointwise_cpu.cpp is compiled without -fopenmp: the CPU kernels will use one thread"
+#endif
+
 namespace pointwise::cpu {
 
 bool avx2_compiled() {
@@ -57,8 +62,12 @@ namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Below this many multiply-adds per thread, a second thread costs more than it saves.
-constexpr int64_t kMinWorkPerThread = int64_t{1} << 17;
+// The grain for at::parallel_for over units of `work_per_unit` multiply-adds (or copies) each:
+// below 2^17 per thread, a second thread costs more than it saves.
+int64_t grain_for(int64_t work_per_unit) {
+  constexpr int64_t kMinWorkPerThread = int64_t{1} << 17;
+  return std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, work_per_unit));
+}
 
 template <typename Acc>
 struct Kernels {
@@ -169,8 +178,7 @@ struct PixelGemm {
 template <int Width, typename T, typename Acc>
 void pack_weights(const PixelGemm<T>& pg, const Panels<Acc>& packed) {
   const int64_t panels_per_group = packed.count / pg.groups;
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / (Width * pg.depth));
-  at::parallel_for(0, packed.count, grain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, packed.count, grain_for(Width * pg.depth), [&](int64_t begin, int64_t end) {
     std::vector<int64_t> depth_offsets(pg.depth);
     for (int64_t k = 0; k < pg.depth; ++k) depth_offsets[k] = k * pg.weight_depth_stride;
     int64_t line_offsets[Width];
@@ -194,8 +202,8 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
   using Block = Blocking<Acc>;
   constexpr int kPixelWidth = kPixelsAreColumns ? Shape::kCols : Shape::kRows;
   constexpr int kChannelWidth = kPixelsAreColumns ? Shape::kRows : Shape::kCols;
-  // A task packs one cache block of pixel panels over the full depth and runs it against all the
-  // group's channels, so each input pixel is read from memory once.
+  // A task packs (or reads in place) one cache block of pixel panels over the full depth and runs
+  // it against all the group's channels, so each input pixel is read from memory once.
   constexpr int64_t kTaskPanels = kPixelsAreColumns ? Block::kColPanels : Block::kRowPanels;
   const Kernels<Acc> kernels = selected_kernels<Acc>();
 
@@ -230,65 +238,80 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
 
   const int64_t pixel_panels = ceil_div(pg.pixels, kPixelWidth);
   const int64_t work_per_panel = kPixelWidth * pg.depth * pg.channels;
-  const int64_t grain = std::max<int64_t>(1, kMinWorkPerThread / work_per_panel);
   // Units are (group, pixel panel); each thread takes a contiguous run and cuts it into tasks.
-  at::parallel_for(0, pg.groups * pixel_panels, grain, [&](int64_t begin, int64_t end) {
-    Buffer<Acc> pixel_buffer(Panels<Acc>::capacity(kTaskPanels, kPixelWidth, pg.depth));
-    Buffer<Acc> accumulators(Block::kAccumulatorSize);
-    std::vector<int64_t> src_pixels(kTaskPanels * kPixelWidth),
-        dst_pixels(kTaskPanels * kPixelWidth);
-    std::vector<int64_t> depth_offsets(pg.depth);
-    for (int64_t unit = begin; unit < end;) {
-      const int64_t g = unit / pixel_panels, first_panel = unit % pixel_panels;
-      const int64_t panels = std::min({kTaskPanels, pixel_panels - first_panel, end - unit});
-      const int64_t q0 = first_panel * kPixelWidth, lines = panels * kPixelWidth;
-      pg.src_index.pixels_from(q0, lines, pg.pixels, src_pixels.data());
-      pg.dst_index.pixels_from(q0, lines, pg.pixels, dst_pixels.data());
-      for (int64_t k = 0; k < pg.depth; ++k) {
-        depth_offsets[k] = (g * pg.depth + k) * pg.src_index.channel_stride;
-      }
-      const bool depth_unit_stride = unit_stride(depth_offsets.data(), pg.depth);
-      const Panels<Acc> pixels =
-          kPixelsAreColumns ? Panels<Acc>::depth_major(pixel_buffer.get(), panels, kPixelWidth)
-                            : Panels<Acc>::for_a(pixel_buffer.get(), panels, kPixelWidth, pg.depth,
-                                                 depth_unit_stride);
-      pack_panels<kPixelWidth>(pixels, pg.src, src_pixels.data(), depth_offsets.data(), pg.depth,
-                               depth_unit_stride);
+  at::parallel_for(
+      0, pg.groups * pixel_panels, grain_for(work_per_panel), [&](int64_t begin, int64_t end) {
+        Buffer<Acc> pixel_buffer(Panels<Acc>::capacity(kTaskPanels, kPixelWidth, pg.depth));
+        Buffer<Acc> accumulators(Block::kAccumulatorSize);
+        std::vector<int64_t> src_pixels(kTaskPanels * kPixelWidth),
+            dst_pixels(kTaskPanels * kPixelWidth);
+        std::vector<int64_t> depth_offsets(pg.depth);
+        for (int64_t unit = begin; unit < end;) {
+          const int64_t g = unit / pixel_panels, first_panel = unit % pixel_panels;
+          const int64_t panels = std::min({kTaskPanels, pixel_panels - first_panel, end - unit});
+          const int64_t q0 = first_panel * kPixelWidth, lines = panels * kPixelWidth;
+          pg.src_index.pixels_from(q0, lines, pg.pixels, src_pixels.data());
+          pg.dst_index.pixels_from(q0, lines, pg.pixels, dst_pixels.data());
+          for (int64_t k = 0; k < pg.depth; ++k) {
+            depth_offsets[k] = (g * pg.depth + k) * pg.src_index.channel_stride;
+          }
+          const bool depth_unit_stride = unit_stride(depth_offsets.data(), pg.depth);
+          // NHWC pixels that need no conversion, with evenly spaced rows (no stride, padding or
+          // tensor end within the task), are read in place: copying them only adds a pass over
+          // memory (1.3x on a 32->16 layer). Rows a multiple of 4 KiB apart would share one L1 set:
+          // those are copied.
+          const int64_t row_stride = src_pixels[1] - src_pixels[0];
+          const bool in_place = !kPixelsAreColumns && std::is_same_v<T, Acc> && depth_unit_stride &&
+                                row_stride * sizeof(Acc) % 4096 != 0 &&
+                                evenly_spaced(src_pixels.data(), lines, row_stride);
+          Panels<Acc> pixels;
+          if (in_place) {
+            const Acc* first =
+                reinterpret_cast<const Acc*>(pg.src) + src_pixels[0] + depth_offsets[0];
+            pixels = Panels<Acc>::in_place(first, panels, kPixelWidth, row_stride);
+          } else {
+            pixels = kPixelsAreColumns
+                         ? Panels<Acc>::depth_major(pixel_buffer.get(), panels, kPixelWidth)
+                         : Panels<Acc>::for_a(pixel_buffer.get(), panels, kPixelWidth, pg.depth,
+                                              depth_unit_stride);
+            pack_panels<kPixelWidth>(pixels, pg.src, src_pixels.data(), depth_offsets.data(),
+                                     pg.depth, depth_unit_stride);
+          }
 
-      const Panels<Acc> group_weights = weights.from(g * channel_panels, channel_panels);
-      const int64_t* group_channel_offsets = channel_offsets.data() + g * group_channels;
-      const Acc* group_bias = pg.bias != nullptr ? bias.data() + g * group_channels : nullptr;
-      // Offsets in the destination of the rows of A panel a_panel and of the columns of B panel
-      // b_panel.
-      auto tile_rows = [&](int64_t a_panel) {
-        return kPixelsAreColumns ? group_channel_offsets + a_panel * kChannelWidth
-                                 : dst_pixels.data() + a_panel * kPixelWidth;
-      };
-      auto tile_cols = [&](int64_t b_panel) {
-        return kPixelsAreColumns ? dst_pixels.data() + b_panel * kPixelWidth
-                                 : group_channel_offsets + b_panel * kChannelWidth;
-      };
-      auto destination = [&](int64_t a_panel, int64_t b_panel) {
-        return direct_destination<Acc>(pg.dst, tile_rows(a_panel), tile_cols(b_panel));
-      };
-      auto finish = [&](const TileDestination<Acc>& written, bool direct, int64_t a_panel,
-                        int64_t b_panel) {
-        const int64_t channel_panel = kPixelsAreColumns ? a_panel : b_panel;
-        const Acc* tile_bias =
-            group_bias != nullptr ? group_bias + channel_panel * kChannelWidth : nullptr;
-        finish_tile(written, direct, tile_rows(a_panel), tile_cols(b_panel), tile_bias, epilogue,
-                    pg.dst);
-      };
-      if constexpr (kPixelsAreColumns) {
-        gemm_packed(group_weights, pixels, pg.depth, kernels.micro_kernel, accumulators.get(),
-                    destination, finish);
-      } else {
-        gemm_packed(pixels, group_weights, pg.depth, kernels.micro_kernel, accumulators.get(),
-                    destination, finish);
-      }
-      unit += panels;
-    }
-  });
+          const Panels<Acc> group_weights = weights.from(g * channel_panels, channel_panels);
+          const int64_t* group_channel_offsets = channel_offsets.data() + g * group_channels;
+          const Acc* group_bias = pg.bias != nullptr ? bias.data() + g * group_channels : nullptr;
+          // Offsets in the destination of the rows of A panel a_panel and of the columns of B panel
+          // b_panel.
+          auto tile_rows = [&](int64_t a_panel) {
+            return kPixelsAreColumns ? group_channel_offsets + a_panel * kChannelWidth
+                                     : dst_pixels.data() + a_panel * kPixelWidth;
+          };
+          auto tile_cols = [&](int64_t b_panel) {
+            return kPixelsAreColumns ? dst_pixels.data() + b_panel * kPixelWidth
+                                     : group_channel_offsets + b_panel * kChannelWidth;
+          };
+          auto destination = [&](int64_t a_panel, int64_t b_panel) {
+            return direct_destination<Acc>(pg.dst, tile_rows(a_panel), tile_cols(b_panel));
+          };
+          auto finish = [&](const TileDestination<Acc>& written, bool direct, int64_t a_panel,
+                            int64_t b_panel) {
+            const int64_t channel_panel = kPixelsAreColumns ? a_panel : b_panel;
+            const Acc* tile_bias =
+                group_bias != nullptr ? group_bias + channel_panel * kChannelWidth : nullptr;
+            finish_tile(written, direct, tile_rows(a_panel), tile_cols(b_panel), tile_bias,
+                        epilogue, pg.dst);
+          };
+          if constexpr (kPixelsAreColumns) {
+            gemm_packed(group_weights, pixels, pg.depth, kernels.micro_kernel, accumulators.get(),
+                        destination, finish);
+          } else {
+            gemm_packed(pixels, group_weights, pg.depth, kernels.micro_kernel, accumulators.get(),
+                        destination, finish);
+          }
+          unit += panels;
+        }
+      });
 }
 
 template <typename T>
@@ -340,19 +363,16 @@ void backward_input_typed(const BackwardInputArgs& args) {
   run_pixel_gemm(pg, g.channels_last);
 }
 
-// Pixels per partial sum of backward_weight. It depends on the sizes only, never on the thread
-// count, so the partial sums and their fixed-order reduction give the same bits on every run.
+// Pixels per partial sum of backward_weight: about 512, all chunks near-equal so that threads
+// share them evenly, and few enough that the partial sums fit in 64 MiB of floats. It depends on
+// the sizes only, never on the thread count, so the partial sums and their fixed-order reduction
+// give the same bits on every run.
 int64_t reduction_chunk(int64_t pixels, int64_t weight_size) {
   constexpr int64_t kChunk = 512;
-  // Bounds the partial sums to 64 MiB of floats.
   constexpr int64_t kMaxPartialValues = int64_t{1} << 24;
   const int64_t max_chunks = std::max<int64_t>(1, kMaxPartialValues / weight_size);
-  return std::max(kChunk, ceil_div(pixels, max_chunks));
-}
-
-// Splits `panels` into the fewest blocks of at most `max_block` panels, of near-equal size.
-int64_t balanced_block(int64_t panels, int64_t max_block) {
-  return ceil_div(panels, ceil_div(panels, max_block));
+  const int64_t chunks = std::min(max_chunks, std::max<int64_t>(1, pixels / kChunk));
+  return ceil_div(pixels, chunks);
 }
 
 // One operand of backward_weight's GEMM: the channels of one activation over the pixels.
@@ -396,72 +416,89 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
   const int64_t chunks = ceil_div(pixels, chunk);
   const int64_t a_panels = ceil_div(a_side.channels, Shape::kRows);
   const int64_t b_panels = ceil_div(b_side.channels, Shape::kCols);
-  const int64_t a_block = balanced_block(a_panels, Block::kRowPanels);
+  // Each unit packs all of B, so units take as much of A as keeps every thread busy: about two
+  // units per thread (near-equal), fewer when the chunks alone provide them. The split does not
+  // change any sum, only who computes it.
+  const int64_t wanted_blocks = ceil_div(2 * at::get_num_threads(), chunks * g.groups);
+  const int64_t a_block = ceil_div(a_panels, std::min(a_panels, wanted_blocks));
   const int64_t a_blocks = ceil_div(a_panels, a_block);
-  Buffer<Acc> partials(chunks * weight_size);
+  // The partial sums of chunk c; those of chunk 0 go straight to grad_weight when it has the
+  // accumulation type, which saves a buffer and a copy when there is one chunk.
+  T* grad_weight = args.grad_weight.mutable_data_ptr<T>();
+  constexpr bool kSumInOutput = std::is_same_v<T, Acc>;
+  Buffer<Acc> partials((kSumInOutput ? chunks - 1 : chunks) * weight_size);
+  auto chunk_sums = [&](int64_t c) {
+    if constexpr (kSumInOutput) {
+      return c == 0 ? grad_weight : partials.get() + (c - 1) * weight_size;
+    } else {
+      return partials.get() + c * weight_size;
+    }
+  };
 
   const int64_t work_per_unit = std::min(chunk, pixels) * a_block * Shape::kRows * b_side.channels;
-  const int64_t grain = std::max<int64_t>(1, kMinWorkPerThread / work_per_unit);
   // Units are (chunk, group, block of A's channels); a unit packs its A block and all of B.
-  at::parallel_for(0, chunks * g.groups * a_blocks, grain, [&](int64_t begin, int64_t end) {
-    Buffer<Acc> a_buffer(Panels<Acc>::capacity(a_block, Shape::kRows, chunk));
-    Buffer<Acc> b_buffer(Panels<Acc>::capacity(b_panels, Shape::kCols, chunk));
-    Buffer<Acc> accumulators(Block::kAccumulatorSize);
-    std::vector<int64_t> a_pixels(chunk), b_pixels(chunk);
-    std::vector<int64_t> a_lines(a_block * Shape::kRows), b_lines(b_panels * Shape::kCols);
-    std::vector<int64_t> rows(a_block * Shape::kRows), cols(b_panels * Shape::kCols);
-    // Where the operand's channels first, first + 1, ... are read from (lines) and where their
-    // sums go (sums); -1 past the group's channels.
-    auto channel_offsets = [](const WeightGradOperand<T>& side, int64_t group, int64_t first,
-                              int64_t count, int64_t* lines, int64_t* sums) {
-      for (int64_t i = 0; i < count; ++i) {
-        const int64_t channel = first + i;
-        const bool real = channel < side.channels;
-        lines[i] = real ? (group * side.channels + channel) * side.index.channel_stride : -1;
-        sums[i] = real ? channel * side.weight_stride : -1;
-      }
-    };
-    for (int64_t unit = begin; unit < end; ++unit) {
-      const int64_t c = unit / (g.groups * a_blocks), group = unit / a_blocks % g.groups;
-      const int64_t a_first = unit % a_blocks * a_block,
-                    a_count = std::min(a_block, a_panels - a_first);
-      const int64_t q0 = c * chunk, depth = std::min(chunk, pixels - q0);
-      a_side.index.pixels_from(q0, depth, pixels, a_pixels.data());
-      b_side.index.pixels_from(q0, depth, pixels, b_pixels.data());
-      channel_offsets(a_side, group, a_first * Shape::kRows, a_count * Shape::kRows, a_lines.data(),
-                      rows.data());
-      channel_offsets(b_side, group, 0, b_panels * Shape::kCols, b_lines.data(), cols.data());
-      const bool a_unit_stride = unit_stride(a_pixels.data(), depth);
-      const Panels<Acc> a =
-          Panels<Acc>::for_a(a_buffer.get(), a_count, Shape::kRows, depth, a_unit_stride);
-      const Panels<Acc> b = Panels<Acc>::interleaved(b_buffer.get(), b_panels, Shape::kCols, depth);
-      pack_panels<Shape::kRows>(a, a_side.data, a_lines.data(), a_pixels.data(), depth,
-                                a_unit_stride);
-      pack_panels<Shape::kCols>(b, b_side.data, b_lines.data(), b_pixels.data(), depth,
-                                unit_stride(b_pixels.data(), depth));
+  at::parallel_for(
+      0, chunks * g.groups * a_blocks, grain_for(work_per_unit), [&](int64_t begin, int64_t end) {
+        Buffer<Acc> a_buffer(Panels<Acc>::capacity(a_block, Shape::kRows, chunk));
+        Buffer<Acc> b_buffer(Panels<Acc>::capacity(b_panels, Shape::kCols, chunk));
+        Buffer<Acc> accumulators(Block::kAccumulatorSize);
+        std::vector<int64_t> a_pixels(chunk), b_pixels(chunk);
+        std::vector<int64_t> a_lines(a_block * Shape::kRows), b_lines(b_panels * Shape::kCols);
+        std::vector<int64_t> rows(a_block * Shape::kRows), cols(b_panels * Shape::kCols);
+        // Where the operand's channels first, first + 1, ... are read from (lines) and where their
+        // sums go (sums); -1 past the group's channels.
+        auto channel_offsets = [](const WeightGradOperand<T>& side, int64_t group, int64_t first,
+                                  int64_t count, int64_t* lines, int64_t* sums) {
+          for (int64_t i = 0; i < count; ++i) {
+            const int64_t channel = first + i;
+            const bool real = channel < side.channels;
+            lines[i] = real ? (group * side.channels + channel) * side.index.channel_stride : -1;
+            sums[i] = real ? channel * side.weight_stride : -1;
+          }
+        };
+        for (int64_t unit = begin; unit < end; ++unit) {
+          const int64_t c = unit / (g.groups * a_blocks), group = unit / a_blocks % g.groups;
+          const int64_t a_first = unit % a_blocks * a_block,
+                        a_count = std::min(a_block, a_panels - a_first);
+          const int64_t q0 = c * chunk, depth = std::min(chunk, pixels - q0);
+          a_side.index.pixels_from(q0, depth, pixels, a_pixels.data());
+          b_side.index.pixels_from(q0, depth, pixels, b_pixels.data());
+          channel_offsets(a_side, group, a_first * Shape::kRows, a_count * Shape::kRows,
+                          a_lines.data(), rows.data());
+          channel_offsets(b_side, group, 0, b_panels * Shape::kCols, b_lines.data(), cols.data());
+          const bool a_unit_stride = unit_stride(a_pixels.data(), depth);
+          const Panels<Acc> a =
+              Panels<Acc>::for_a(a_buffer.get(), a_count, Shape::kRows, depth, a_unit_stride);
+          const Panels<Acc> b =
+              Panels<Acc>::interleaved(b_buffer.get(), b_panels, Shape::kCols, depth);
+          pack_panels<Shape::kRows>(a, a_side.data, a_lines.data(), a_pixels.data(), depth,
+                                    a_unit_stride);
+          pack_panels<Shape::kCols>(b, b_side.data, b_lines.data(), b_pixels.data(), depth,
+                                    unit_stride(b_pixels.data(), depth));
 
-      Acc* partial = partials.get() + c * weight_size + group * group_weight_size;
-      const TileEpilogue<Acc, T> plain;
-      const Acc* no_bias = nullptr;
-      gemm_packed(
-          a, b, depth, kernels.micro_kernel, accumulators.get(),
-          [&](int64_t a_panel, int64_t b_panel) {
-            return direct_destination<Acc>(partial, rows.data() + a_panel * Shape::kRows,
-                                           cols.data() + b_panel * Shape::kCols);
-          },
-          [&](const TileDestination<Acc>& written, bool direct, int64_t a_panel, int64_t b_panel) {
-            finish_tile(written, direct, rows.data() + a_panel * Shape::kRows,
-                        cols.data() + b_panel * Shape::kCols, no_bias, plain, partial);
-          });
-    }
-  });
+          Acc* partial = chunk_sums(c) + group * group_weight_size;
+          const TileEpilogue<Acc, T> plain;
+          const Acc* no_bias = nullptr;
+          gemm_packed(
+              a, b, depth, kernels.micro_kernel, accumulators.get(),
+              [&](int64_t a_panel, int64_t b_panel) {
+                return direct_destination<Acc>(partial, rows.data() + a_panel * Shape::kRows,
+                                               cols.data() + b_panel * Shape::kCols);
+              },
+              [&](const TileDestination<Acc>& written, bool direct, int64_t a_panel,
+                  int64_t b_panel) {
+                finish_tile(written, direct, rows.data() + a_panel * Shape::kRows,
+                            cols.data() + b_panel * Shape::kCols, no_bias, plain, partial);
+              });
+        }
+      });
 
   // Adds the chunks' partial sums in chunk order, whichever thread computed them.
-  T* grad_weight = args.grad_weight.mutable_data_ptr<T>();
+  if (kSumInOutput && chunks == 1) return;
   at::parallel_for(0, weight_size, 1024, [&](int64_t begin, int64_t end) {
     for (int64_t e = begin; e < end; ++e) {
-      Acc sum = partials.get()[e];
-      for (int64_t c = 1; c < chunks; ++c) sum += partials.get()[c * weight_size + e];
+      Acc sum = chunk_sums(0)[e];
+      for (int64_t c = 1; c < chunks; ++c) sum += chunk_sums(c)[e];
       grad_weight[e] = static_cast<T>(sum);
     }
   });
