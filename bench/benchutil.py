@@ -114,6 +114,28 @@ def environment(device: torch.device) -> dict:
     return env
 
 
+def prepare_device(device_arg: str, threads: Optional[int]) -> torch.device:
+    """The device a run measures (CUDA with an explicit index, made current), after setting the CPU thread count."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(device_arg)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("CUDA is not available here: run with --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)
+    return device
+
+
+def output_stem(out: Optional[str], kind: str, device: torch.device, dtype: str, layout: str,
+                pass_: Optional[str], batch: int) -> str:
+    """The path, without extension, of a run's JSON/markdown/PNGs: under --out, else bench/results/<device>/."""
+    out_dir = out or os.path.join(RESULTS_DIR, device_slug(device))
+    os.makedirs(out_dir, exist_ok=True)
+    return os.path.join(out_dir, stem(kind, device, dtype, layout, pass_, batch))
+
+
 def loadavg() -> Optional[float]:
     """This machine's 1-minute load average: a busy shared CPU slows the threaded CPU baselines most."""
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None

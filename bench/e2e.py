@@ -180,18 +180,12 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    device = bu.prepare_device(args.device, args.threads)
     dtype, _ = bu.DTYPES[args.dtype]
     flags = bu.pin_precision(args.dtype)
     torch.backends.cudnn.benchmark = False
     memory_format = bu.LAYOUTS[args.layout]
-    out_dir = args.out or os.path.join(bu.RESULTS_DIR, bu.device_slug(device))
-    os.makedirs(out_dir, exist_ok=True)
-    path_stem = os.path.join(out_dir, bu.stem("e2e", device, args.dtype, args.layout, None, args.batch))
+    path_stem = bu.output_stem(args.out, "e2e", device, args.dtype, args.layout, None, args.batch)
 
     started, load_start = time.time(), bu.loadavg()
     models = [m.strip() for m in args.models.split(",") if m.strip()]

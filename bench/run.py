@@ -444,23 +444,12 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            print("CUDA is not available here: run with --device cpu", file=sys.stderr)
-            return 2
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        torch.cuda.set_device(device)
+    device = bu.prepare_device(args.device, args.threads)
     dtype, _ = bu.DTYPES[args.dtype]
     flags = bu.pin_precision(args.dtype)
     memory_format = bu.LAYOUTS[args.layout]
     element_size = torch.empty((), dtype=dtype).element_size()
-    out_dir = args.out or os.path.join(bu.RESULTS_DIR, bu.device_slug(device))
-    os.makedirs(out_dir, exist_ok=True)
-    path_stem = os.path.join(out_dir, bu.stem("layers", device, args.dtype, args.layout, args.pass_, args.batch))
+    path_stem = bu.output_stem(args.out, "layers", device, args.dtype, args.layout, args.pass_, args.batch)
 
     layers = suite(smoke=args.smoke, only=args.layers)
     if not layers:
