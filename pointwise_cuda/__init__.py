@@ -12,7 +12,7 @@ conv_backward_weight); they work with autograd (to any order), torch.compile and
 import torch  # noqa: F401  (first: _C links against torch's shared libraries)
 
 from . import _C  # noqa: F401  (loads the library: registers the ops and their CPU/CUDA kernels)
-from . import _ops  # noqa: F401  (registers fake kernels and autograd for those ops)
+from . import _ops  # noqa: F401  (registers the fake kernels of those ops)
 from .functional import ACTIVATIONS, pointwise_conv2d
 from .modules import PointwiseConv2d, convert
 
