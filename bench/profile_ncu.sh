@@ -33,7 +33,9 @@ OUT_DIR=${OUT_DIR:-$HERE/out/ncu}
 KERNEL=${NCU_KERNEL:-regex:pointwise}        # the lead names our CUDA kernels with "pointwise" in them
 SKIP=${NCU_LAUNCH_SKIP:-2}
 COUNT=${NCU_LAUNCH_COUNT:-3}
-METRICS=${NCU_METRICS:-gpu__time_duration.sum,dram__bytes.sum,sm__warps_active.avg.pct_of_peak_sustained_active,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active}
+# Duration, DRAM traffic, occupancy, tensor-pipe use, registers, and the two stall reasons that tell
+# a kernel starved of instructions (no_instruction: instruction-cache misses) from one starved of data.
+METRICS=${NCU_METRICS:-gpu__time_duration.sum,dram__bytes.sum,sm__warps_active.avg.pct_of_peak_sustained_active,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio}
 NAME=${NAME:-ncu-$(printf '%s' "$*" | tr -c 'A-Za-z0-9.=-' '_' | sed 's/__*/_/g; s/^_//; s/_$//')}
 NAME=${NAME%-}
 [ "$NAME" = "ncu" ] && NAME=ncu-default

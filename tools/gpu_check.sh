@@ -5,6 +5,8 @@
 #   test       the pytest suite (its CUDA tests run because a GPU is present)
 #   sanitize   compute-sanitizer memcheck and racecheck over tools/cuda_cases.py, our kernels only
 #   bench      the benchmark suite of bench/ (results land in $OUT)
+#   profile    host time per call (bench/overhead.py), torch.profiler kernel tables and Nsight Compute
+#              reports of three layers: latency-bound (squeeze-excite), memory-bound, compute-bound
 # Usage: tools/gpu_check.sh [step ...]   (default: all, in that order). Logs go to $OUT (default ./gpu_out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +50,15 @@ for step in "${steps[@]}"; do
           --out "$OUT/bench"
       done
       run_step bench-e2e python3 bench/e2e.py --device cuda --out "$OUT/bench" ;;
+    profile)
+      run_step overhead python3 bench/overhead.py --device cuda --out "$OUT/bench"
+      for layer in "effb0:1152>48@1" "mbv2:32>16@112" "r50:512>2048@7"; do
+        tag=$(printf '%s' "$layer" | tr -c 'A-Za-z0-9' '_')
+        run_step "torchprof-$tag" python3 bench/profile_torch.py --layer "$layer" --impl ours,conv --dtype bf16 \
+          --layout channels_last --out "$OUT/profile"
+        OUT_DIR="$OUT/ncu" NAME="ncu-$tag" run_step "ncu-$tag" bench/profile_ncu.sh --layer "$layer" --dtype bf16 \
+          --layout channels_last
+      done ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done

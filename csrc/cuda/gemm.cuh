@@ -56,14 +56,15 @@ template <typename A, typename T> __device__ __forceinline__ A load_acc(const T&
   else return to_float(v);
 }
 
-template <typename A> __device__ __forceinline__ A activate(A z, int32_t activation) {
-  switch (activation) {
-    case 1: return z > A(0) ? z : A(0);                                // relu
-    case 2: return z < A(0) ? A(0) : (z > A(6) ? A(6) : z);           // relu6
-    case 3: return z / (A(1) + exp(-z));                               // silu
-    case 4: return A(0.5) * z * (A(1) + erf(z * A(0.70710678118654752440)));  // gelu (erf)
-    default: return z;
-  }
+// The activation is a template argument: a runtime switch inside the epilogue's unrolled loops put
+// every activation's code (exp, erf) at every element, and the kernels' code outgrew the
+// instruction caches.
+template <int ACTIVATION, typename A> __device__ __forceinline__ A activate(A z) {
+  if constexpr (ACTIVATION == 1) return z > A(0) ? z : A(0);                            // relu
+  else if constexpr (ACTIVATION == 2) return z < A(0) ? A(0) : (z > A(6) ? A(6) : z);  // relu6
+  else if constexpr (ACTIVATION == 3) return z / (A(1) + exp(-z));                       // silu
+  else if constexpr (ACTIVATION == 4) return A(0.5) * z * (A(1) + erf(z * A(0.70710678118654752440)));  // gelu (erf)
+  else return z;
 }
 
 // ---- cp.async (sm_80+) -------------------------------------------------------------------------
@@ -90,18 +91,21 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 // fragment reads of the engines below hit distinct banks and every row stays 16-byte aligned.
 template <typename T, int OUTER, int INNER, int PAD_BYTES>
 struct SmemTile {
+  static constexpr int kOuter = OUTER, kInner = INNER;
   static constexpr int kLd = INNER + PAD_BYTES / int(sizeof(T));
   static constexpr int kElems = OUTER * kLd;
   static_assert((kLd * sizeof(T)) % 16 == 0, "rows must stay 16-byte aligned for cp.async");
 };
 
-// Fills one stage of a tile from global memory. The tile's rows follow `outer`, its columns
-// `inner` (the contiguous dimension in global memory); indices at or past the ends read zeros.
-template <typename T, int OUTER, int INNER, int LD, int THREADS>
-__device__ __forceinline__ void load_tile(T* smem, const T* gmem, const DimIndex& outer, int32_t outer0,
-                                          int32_t outer_end, const DimIndex& inner, int32_t inner0,
-                                          int32_t inner_end, bool vectorized) {
-  if (vectorized) {
+// Fills one stage of a tile of OUTER x INNER elements, INNER being contiguous in global memory.
+// One of the two is the K dimension (indices from k0, offsets from k_dim, which needs a division
+// only for a reduction over pixels); the other is the block's
+// fixed range of m or n, whose offsets were computed once per block (`fixed`, -1 where there is
+// nothing to read). Positions with nothing to read are filled with zeros.
+template <typename T, int OUTER, int INNER, int LD, int THREADS, bool K_INNER, Reduction R>
+__device__ __forceinline__ void load_tile(T* smem, const T* gmem, const int64_t* fixed, const DimIndex& k_dim,
+                                          int32_t k0, int32_t k_end, bool vectorized) {
+  if (vectorized) {  // whole vectors are in range or out of it, and contiguous (host-checked)
     constexpr int V = 16 / sizeof(T);
     constexpr int kVectors = OUTER * INNER / V;
 #pragma unroll
@@ -109,29 +113,25 @@ __device__ __forceinline__ void load_tile(T* smem, const T* gmem, const DimIndex
       const int v = threadIdx.x + it * THREADS;
       if (kVectors % THREADS != 0 && v >= kVectors) break;
       const int o = v / (INNER / V), i = (v % (INNER / V)) * V;
-      const int32_t go = outer0 + o, gi = inner0 + i;
-      int64_t offset = -1;
-      if (go < outer_end && gi < inner_end) {
-        const int64_t oo = outer.offset(go), io = inner.offset(gi);
-        if (oo >= 0 && io >= 0) offset = oo + io;
-      }
-      cp_async<16>(smem + o * LD + i, offset >= 0 ? gmem + offset : gmem, offset >= 0);
+      const int32_t k = k0 + (K_INNER ? i : o);
+      const int64_t f = fixed[K_INNER ? o : i];
+      const int64_t ko = k >= k_end ? -1 : R == Reduction::kChannels ? int64_t(k) * k_dim.stride : k_dim.offset(k);
+      const bool valid = f >= 0 && ko >= 0;
+      cp_async<16>(smem + o * LD + i, valid ? gmem + f + ko : gmem, valid);
     }
   } else {
     constexpr int kElems = OUTER * INNER;
-#pragma unroll 4
+#pragma unroll 2
     for (int e = threadIdx.x; e < kElems; e += THREADS) {
       const int o = e / INNER, i = e % INNER;
-      const int32_t go = outer0 + o, gi = inner0 + i;
-      int64_t offset = -1;
-      if (go < outer_end && gi < inner_end) {
-        const int64_t oo = outer.offset(go), io = inner.offset(gi);
-        if (oo >= 0 && io >= 0) offset = oo + io;
-      }
+      const int32_t k = k0 + (K_INNER ? i : o);
+      const int64_t f = fixed[K_INNER ? o : i];
+      const int64_t ko = k >= k_end ? -1 : R == Reduction::kChannels ? int64_t(k) * k_dim.stride : k_dim.offset(k);
+      const bool valid = f >= 0 && ko >= 0;
       if constexpr (sizeof(T) >= 4) {
-        cp_async<sizeof(T)>(smem + o * LD + i, offset >= 0 ? gmem + offset : gmem, offset >= 0);
+        cp_async<sizeof(T)>(smem + o * LD + i, valid ? gmem + f + ko : gmem, valid);
       } else {  // cp.async moves at least 4 bytes: 16-bit elements go through registers
-        smem[o * LD + i] = offset >= 0 ? gmem[offset] : from_acc<T>(0.0f);
+        smem[o * LD + i] = valid ? gmem[f + ko] : from_acc<T>(0.0f);
       }
     }
   }
@@ -329,7 +329,7 @@ struct Engine<Math::kMma16, T, Cfg, A_K, B_K> : MmaEngine<Math::kMma16, T, Cfg, 
 
 // ---- the kernel --------------------------------------------------------------------------------
 
-template <Math MATH, typename T, typename OutT, class Cfg, bool A_K, bool B_K>
+template <Math MATH, typename T, typename OutT, class Cfg, bool A_K, bool B_K, Reduction R>
 struct GemmKernel {
   using Eng = Engine<MATH, T, Cfg, A_K, B_K>;
   using Acc = typename Eng::Acc;
@@ -343,26 +343,45 @@ struct GemmKernel {
   static constexpr size_t kPipelineBytes = size_t(STAGES) * (TileA::kElems + TileB::kElems) * sizeof(T);
   static constexpr size_t kEpilogueBytes =
       sizeof(Acc) * (BM * (BN + kPadC) > BN * (BM + kPadC) ? BM * (BN + kPadC) : BN * (BM + kPadC));
-  static constexpr size_t kSmemBytes = kPipelineBytes > kEpilogueBytes ? kPipelineBytes : kEpilogueBytes;
+  static constexpr size_t kTileBytes = ((kPipelineBytes > kEpilogueBytes ? kPipelineBytes : kEpilogueBytes) + 15) / 16 * 16;
 
-  __device__ static void load_stage(T* As, T* Bs, const GemmProblem& p, const T* A, const T* B, int32_t m0,
-                                    int32_t n0, int32_t k0, int32_t k_end) {
-    if constexpr (A_K)
-      load_tile<T, BM, BK, TileA::kLd, Cfg::kThreads>(As, A, p.a.rows, m0, p.m, p.a.cols, k0, k_end, p.a.vectorized);
-    else
-      load_tile<T, BK, BM, TileA::kLd, Cfg::kThreads>(As, A, p.a.cols, k0, k_end, p.a.rows, m0, p.m, p.a.vectorized);
-    if constexpr (B_K)
-      load_tile<T, BN, BK, TileB::kLd, Cfg::kThreads>(Bs, B, p.b.cols, n0, p.n, p.b.rows, k0, k_end, p.b.vectorized);
-    else
-      load_tile<T, BK, BN, TileB::kLd, Cfg::kThreads>(Bs, B, p.b.rows, k0, k_end, p.b.cols, n0, p.n, p.b.vectorized);
+  // Offsets of the block's fixed coordinates, computed once per block so that neither the K loop
+  // nor the epilogue divides: A's rows and C's rows (m), B's columns and C's columns (n); -1 past
+  // the end of the GEMM or at a pixel in the padding. They live after the tiles in shared memory.
+  struct Offsets {
+    int64_t a_m[BM], c_m[BM], b_n[BN], c_n[BN];
+  };
+  static constexpr size_t kSmemBytes = kTileBytes + sizeof(Offsets);
+
+  __device__ static void compute_offsets(Offsets& off, const GemmProblem& p, int32_t m0, int32_t n0) {
+    for (int i = threadIdx.x; i < BM; i += Cfg::kThreads) {
+      const bool inside = m0 + i < p.m;
+      off.a_m[i] = inside ? p.a.rows.offset(m0 + i) : -1;
+      off.c_m[i] = inside ? p.c.rows.offset(m0 + i) : -1;
+    }
+    for (int i = threadIdx.x; i < BN; i += Cfg::kThreads) {
+      const bool inside = n0 + i < p.n;
+      off.b_n[i] = inside ? p.b.cols.offset(n0 + i) : -1;
+      off.c_n[i] = inside ? p.c.cols.offset(n0 + i) : -1;
+    }
   }
 
-  // One output element or 16-byte vector: bias, residual, activation, cast, store.
-  __device__ static void epilogue(const GemmProblem& p, const Acc* Cs, int32_t m0, int32_t n0, int32_t group,
+  __device__ static void load_stage(T* As, T* Bs, const GemmProblem& p, const Offsets& off, const T* A, const T* B,
+                                    int32_t k0, int32_t k_end) {
+    load_tile<T, TileA::kOuter, TileA::kInner, TileA::kLd, Cfg::kThreads, A_K, R>(As, A, off.a_m, p.a.cols, k0, k_end,
+                                                                               p.a.vectorized);
+    load_tile<T, TileB::kOuter, TileB::kInner, TileB::kLd, Cfg::kThreads, B_K, R>(Bs, B, off.b_n, p.b.rows, k0, k_end,
+                                                                               p.b.vectorized);
+  }
+
+  // Bias, residual, activation, cast and store of the C tile, one 16-byte vector (or its elements)
+  // at a time along the output's contiguous dimension.
+  template <int ACTIVATION>
+  __device__ static void epilogue(const GemmProblem& p, const Acc* Cs, const Offsets& off, int32_t m0, int32_t group,
                                   int32_t split) {
     constexpr int V = 16 / int(sizeof(OutT));
     OutT* C = static_cast<OutT*>(const_cast<void*>(p.c.data)) + group * p.c.group_stride + split * p.c_split_stride;
-    const T* bias = p.bias ? static_cast<const T*>(p.bias) + int64_t(group) * p.m : nullptr;
+    const T* bias = p.bias ? static_cast<const T*>(p.bias) + int64_t(group) * p.m + m0 : nullptr;
     const T* residual = p.residual ? static_cast<const T*>(p.residual) + group * p.c.group_stride : nullptr;
     const bool m_fast = p.c_m_contiguous;
     const int fast_len = m_fast ? BM : BN;
@@ -370,11 +389,9 @@ struct GemmKernel {
     for (int v = threadIdx.x; v < BM * BN / V; v += Cfg::kThreads) {
       const int slow = v / (fast_len / V), fast = (v % (fast_len / V)) * V;
       const int m = m_fast ? fast : slow, n = m_fast ? slow : fast;
-      const int32_t gm = m0 + m, gn = n0 + n;
-      if (gm >= p.m || gn >= p.n) continue;
-      if (p.c.vectorized) {  // the whole vector is inside and unmapped (host-checked)
-        const int64_t row = p.c.rows.offset(gm), col = p.c.cols.offset(gn);
-        if (row < 0 || col < 0) continue;  // a mapped pixel in the padding: nothing to write
+      if (p.c.vectorized) {  // the whole vector is inside or outside, and unmapped (host-checked)
+        const int64_t row = off.c_m[m], col = off.c_n[n];
+        if (row < 0 || col < 0) continue;
         const int64_t offset = row + col;
         alignas(16) OutT out[V];
         alignas(16) T res[V];
@@ -386,24 +403,22 @@ struct GemmKernel {
 #pragma unroll
         for (int e = 0; e < V; ++e) {
           Acc z = acc[e];
-          if (bias) z += load_acc<Acc>(bias[gm + (m_fast ? e : 0)]);
+          if (bias) z += load_acc<Acc>(bias[m + (m_fast ? e : 0)]);
           if (residual) z += load_acc<Acc>(res[e]);
-          out[e] = from_acc<OutT>(activate(z, p.activation));
+          out[e] = from_acc<OutT>(activate<ACTIVATION>(z));
         }
         *reinterpret_cast<uint4*>(C + offset) = *reinterpret_cast<const uint4*>(out);
       } else {
-#pragma unroll
+#pragma unroll 1
         for (int e = 0; e < V; ++e) {
           const int em = m_fast ? m + e : m, en = m_fast ? n : n + e;
-          const int32_t egm = m0 + em, egn = n0 + en;
-          if (egm >= p.m || egn >= p.n) break;
-          const int64_t row = p.c.rows.offset(egm), col = p.c.cols.offset(egn);
-          if (row < 0 || col < 0) continue;
+          const int64_t row = off.c_m[em], col = off.c_n[en];
+          if (row < 0 || col < 0) continue;  // past the end, or a pixel in the padding
           const int64_t offset = row + col;
           Acc z = Cs[slow * ld + fast + e];
-          if (bias) z += load_acc<Acc>(bias[egm]);
+          if (bias) z += load_acc<Acc>(bias[em]);
           if (residual) z += load_acc<Acc>(residual[offset]);
-          C[offset] = from_acc<OutT>(activate(z, p.activation));
+          C[offset] = from_acc<OutT>(activate<ACTIVATION>(z));
         }
       }
     }
@@ -412,6 +427,7 @@ struct GemmKernel {
   __device__ static void run(const GemmProblem& p) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T* smem = reinterpret_cast<T*>(smem_raw);
+    Offsets& off = *reinterpret_cast<Offsets*>(smem_raw + kTileBytes);
     const int32_t n0 = blockIdx.x * BN, m0 = blockIdx.y * BM;
     const int32_t group = blockIdx.z % p.groups, split = blockIdx.z / p.groups;
     const int32_t k_begin = split * p.k_per_split;
@@ -421,12 +437,14 @@ struct GemmKernel {
     auto stage_a = [&](int s) { return smem + s * (TileA::kElems + TileB::kElems); };
     auto stage_b = [&](int s) { return stage_a(s) + TileA::kElems; };
 
+    compute_offsets(off, p, m0, n0);
+    __syncthreads();
     Eng engine;
     engine.init();
     const int k_tiles = (k_end - k_begin + BK - 1) / BK;
-#pragma unroll
+#pragma unroll 1
     for (int s = 0; s < STAGES - 1; ++s) {
-      if (s < k_tiles) load_stage(stage_a(s), stage_b(s), p, A, B, m0, n0, k_begin + s * BK, k_end);
+      if (s < k_tiles) load_stage(stage_a(s), stage_b(s), p, off, A, B, k_begin + s * BK, k_end);
       cp_async_commit();
     }
     for (int kt = 0; kt < k_tiles; ++kt) {
@@ -434,7 +452,7 @@ struct GemmKernel {
       __syncthreads();  // stage kt has landed for every thread; stage kt-1 is no longer being read
       const int next = kt + STAGES - 1;
       if (next < k_tiles)
-        load_stage(stage_a(next % STAGES), stage_b(next % STAGES), p, A, B, m0, n0, k_begin + next * BK, k_end);
+        load_stage(stage_a(next % STAGES), stage_b(next % STAGES), p, off, A, B, k_begin + next * BK, k_end);
       cp_async_commit();
       engine.template mma_stage<TileA::kLd, TileB::kLd>(stage_a(kt % STAGES), stage_b(kt % STAGES));
     }
@@ -444,14 +462,20 @@ struct GemmKernel {
     if (p.c_m_contiguous) engine.store(Cs, 1, BM + kPadC);
     else engine.store(Cs, BN + kPadC, 1);
     __syncthreads();
-    epilogue(p, Cs, m0, n0, group, split);
+    switch (p.activation) {
+      case 1: epilogue<1>(p, Cs, off, m0, group, split); break;
+      case 2: epilogue<2>(p, Cs, off, m0, group, split); break;
+      case 3: epilogue<3>(p, Cs, off, m0, group, split); break;
+      case 4: epilogue<4>(p, Cs, off, m0, group, split); break;
+      default: epilogue<0>(p, Cs, off, m0, group, split); break;
+    }
   }
 };
 
-template <Math MATH, typename T, typename OutT, class Cfg, bool A_K, bool B_K>
+template <Math MATH, typename T, typename OutT, class Cfg, bool A_K, bool B_K, Reduction R>
 __global__ void __launch_bounds__(Cfg::kThreads) pointwise_gemm_kernel(const GemmProblem p) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-  GemmKernel<MATH, T, OutT, Cfg, A_K, B_K>::run(p);
+  GemmKernel<MATH, T, OutT, Cfg, A_K, B_K, R>::run(p);
 #endif
 }
 

@@ -2,6 +2,6 @@
 #include "cuda/gemm_launch.cuh"
 
 namespace pointwise::cuda {
-template cudaError_t launch_gemm<Math::kMma16, __half>(const GemmProblem&, TileShape, bool, cudaStream_t);
+template cudaError_t launch_gemm<Math::kMma16, __half>(const GemmProblem&, TileShape, Reduction, cudaStream_t);
 template cudaError_t launch_sum_splits<__half>(const void*, __half*, int64_t, int32_t, cudaStream_t);
 }  // namespace pointwise::cuda

@@ -2,6 +2,6 @@
 #include "cuda/gemm_launch.cuh"
 
 namespace pointwise::cuda {
-template cudaError_t launch_gemm<Math::kSimt, float>(const GemmProblem&, TileShape, bool, cudaStream_t);
+template cudaError_t launch_gemm<Math::kSimt, float>(const GemmProblem&, TileShape, Reduction, cudaStream_t);
 template cudaError_t launch_sum_splits<float>(const void*, float*, int64_t, int32_t, cudaStream_t);
 }  // namespace pointwise::cuda

@@ -8,10 +8,10 @@
 
 namespace pointwise::cuda {
 
-template <Math MATH, typename T, typename OutT, class Cfg, bool A_K, bool B_K>
+template <Math MATH, typename T, typename OutT, class Cfg, bool A_K, bool B_K, Reduction R>
 cudaError_t launch_tile(const GemmProblem& p, cudaStream_t stream) {
-  using Kernel = GemmKernel<MATH, T, OutT, Cfg, A_K, B_K>;
-  auto* kernel = &pointwise_gemm_kernel<MATH, T, OutT, Cfg, A_K, B_K>;
+  using Kernel = GemmKernel<MATH, T, OutT, Cfg, A_K, B_K, R>;
+  auto* kernel = &pointwise_gemm_kernel<MATH, T, OutT, Cfg, A_K, B_K, R>;
   // Shared memory beyond 48 KB must be opted into, once per kernel and device.
   static std::atomic<bool> configured[64];
   int device = 0;
@@ -27,32 +27,35 @@ cudaError_t launch_tile(const GemmProblem& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-template <Math MATH, typename T, typename OutT, class Cfg>
+template <Math MATH, typename T, class Cfg, Reduction R>
 cudaError_t launch_oriented(const GemmProblem& p, cudaStream_t stream) {
   // Orientations in use: forward NCHW (k, n) and NHWC (k, k); grad-input NCHW (m, n) and NHWC
-  // (m, k); grad-weight NCHW (k, k) and NHWC (m, n) -- the split partials only need the last two.
-  if (p.a_k_contiguous && p.b_k_contiguous) return launch_tile<MATH, T, OutT, Cfg, true, true>(p, stream);
-  if (!p.a_k_contiguous && !p.b_k_contiguous) return launch_tile<MATH, T, OutT, Cfg, false, false>(p, stream);
-  if constexpr (std::is_same_v<OutT, T>) {
-    if (p.a_k_contiguous) return launch_tile<MATH, T, OutT, Cfg, true, false>(p, stream);
-    return launch_tile<MATH, T, OutT, Cfg, false, true>(p, stream);
+  // (m, k); grad-weight (the reduction over pixels) NCHW (k, k) and NHWC (m, n).
+  if constexpr (R == Reduction::kPixels) {
+    using Acc = typename AccumulatorOf<T>::type;
+    if (p.a_k_contiguous && p.b_k_contiguous) return launch_tile<MATH, T, Acc, Cfg, true, true, R>(p, stream);
+    if (!p.a_k_contiguous && !p.b_k_contiguous) return launch_tile<MATH, T, Acc, Cfg, false, false, R>(p, stream);
+  } else {
+    if (p.a_k_contiguous && p.b_k_contiguous) return launch_tile<MATH, T, T, Cfg, true, true, R>(p, stream);
+    if (p.a_k_contiguous) return launch_tile<MATH, T, T, Cfg, true, false, R>(p, stream);
+    if (p.b_k_contiguous) return launch_tile<MATH, T, T, Cfg, false, true, R>(p, stream);
+    return launch_tile<MATH, T, T, Cfg, false, false, R>(p, stream);
   }
   return cudaErrorNotSupported;
 }
 
 template <Math MATH, typename T>
-cudaError_t launch_gemm(const GemmProblem& p, TileShape shape, bool split_partials, cudaStream_t stream) {
-  using Acc = typename AccumulatorOf<T>::type;
+cudaError_t launch_gemm(const GemmProblem& p, TileShape shape, Reduction reduction, cudaStream_t stream) {
   if constexpr (std::is_same_v<T, double>) {
-    return split_partials ? launch_oriented<MATH, T, Acc, DoubleTile>(p, stream)
-                          : launch_oriented<MATH, T, T, DoubleTile>(p, stream);
+    return reduction == Reduction::kPixels ? launch_oriented<MATH, T, DoubleTile, Reduction::kPixels>(p, stream)
+                                           : launch_oriented<MATH, T, DoubleTile, Reduction::kChannels>(p, stream);
   } else {
-    if (split_partials) return launch_oriented<MATH, T, Acc, LargeTile>(p, stream);
+    if (reduction == Reduction::kPixels) return launch_oriented<MATH, T, LargeTile, Reduction::kPixels>(p, stream);
     switch (shape) {
-      case TileShape::kMedium: return launch_oriented<MATH, T, T, MediumTile>(p, stream);
-      case TileShape::kNarrowM: return launch_oriented<MATH, T, T, NarrowMTile>(p, stream);
-      case TileShape::kNarrowN: return launch_oriented<MATH, T, T, NarrowNTile>(p, stream);
-      default: return launch_oriented<MATH, T, T, LargeTile>(p, stream);
+      case TileShape::kMedium: return launch_oriented<MATH, T, MediumTile, Reduction::kChannels>(p, stream);
+      case TileShape::kNarrowM: return launch_oriented<MATH, T, NarrowMTile, Reduction::kChannels>(p, stream);
+      case TileShape::kNarrowN: return launch_oriented<MATH, T, NarrowNTile, Reduction::kChannels>(p, stream);
+      default: return launch_oriented<MATH, T, LargeTile, Reduction::kChannels>(p, stream);
     }
   }
 }

@@ -10,11 +10,11 @@
 
 namespace pointwise::cuda {
 
-// Launches the GEMM on `stream`. With split_partials, C receives each split's partial sums in the
-// accumulator type (float, or double for double) instead of T; sum them with launch_sum_splits.
+// Launches the GEMM on `stream`. A reduction over pixels writes each split's partial sums to C in
+// the accumulator type (float, or double for double) instead of T: sum them with launch_sum_splits.
 // Returns the launch's error code.
 template <Math MATH, typename T>
-cudaError_t launch_gemm(const GemmProblem& problem, TileShape shape, bool split_partials, cudaStream_t stream);
+cudaError_t launch_gemm(const GemmProblem& problem, TileShape shape, Reduction reduction, cudaStream_t stream);
 
 // out[i] = sum over s in 0..splits-1, in that order, of partials[s * count + i]: a deterministic
 // split-K reduction (no atomics), cast to T.

@@ -52,6 +52,11 @@ struct GemmOperand {
 // 16-bit tensor cores (bf16, fp16).
 enum class Math { kSimt, kTf32, kMma16 };
 
+// What the GEMM's K dimension runs over. The forward and grad-input reduce over channels (an offset
+// is k * stride) and write the output in the tensors' dtype; grad-weight reduces over the pixels of
+// the batch (gathered through the pixel map) and writes split-K partial sums in the accumulator type.
+enum class Reduction { kChannels, kPixels };
+
 // The block tile shapes (gemm.cuh): 128x128, 64x64, narrow in m (32x128), narrow in n (128x32).
 enum class TileShape { kLarge, kMedium, kNarrowM, kNarrowN };
 

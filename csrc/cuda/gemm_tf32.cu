@@ -2,5 +2,5 @@
 #include "cuda/gemm_launch.cuh"
 
 namespace pointwise::cuda {
-template cudaError_t launch_gemm<Math::kTf32, float>(const GemmProblem&, TileShape, bool, cudaStream_t);
+template cudaError_t launch_gemm<Math::kTf32, float>(const GemmProblem&, TileShape, Reduction, cudaStream_t);
 }  // namespace pointwise::cuda

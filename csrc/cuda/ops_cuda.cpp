@@ -100,8 +100,8 @@ void check_device(const at::Tensor& t) {
               "mma.sync); ", t.device(), " has ", major, ".", minor);
 }
 
-// Runs the GEMM in the tensors' dtype; `partials` selects split-K partial sums (grad-weight).
-void launch(const GemmProblem& p, at::ScalarType dtype, TileShape shape, bool partials) {
+// Runs the GEMM in the tensors' dtype.
+void launch(const GemmProblem& p, at::ScalarType dtype, TileShape shape, Reduction reduction) {
   TORCH_CHECK(int64_t(p.groups) * p.splits <= 65535, "pointwise_conv2d on CUDA supports up to 65535 groups, got ",
               p.groups);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -109,12 +109,12 @@ void launch(const GemmProblem& p, at::ScalarType dtype, TileShape shape, bool pa
   switch (dtype) {
     case at::kFloat:
       // F.conv2d's rule: fp32 convolutions may use TF32 exactly when cudnn.allow_tf32 is set.
-      err = at::globalContext().allowTF32CuDNN() ? launch_gemm<Math::kTf32, float>(p, shape, partials, stream)
-                                                 : launch_gemm<Math::kSimt, float>(p, shape, partials, stream);
+      err = at::globalContext().allowTF32CuDNN() ? launch_gemm<Math::kTf32, float>(p, shape, reduction, stream)
+                                                 : launch_gemm<Math::kSimt, float>(p, shape, reduction, stream);
       break;
-    case at::kDouble: err = launch_gemm<Math::kSimt, double>(p, shape, partials, stream); break;
-    case at::kHalf: err = launch_gemm<Math::kMma16, __half>(p, shape, partials, stream); break;
-    case at::kBFloat16: err = launch_gemm<Math::kMma16, __nv_bfloat16>(p, shape, partials, stream); break;
+    case at::kDouble: err = launch_gemm<Math::kSimt, double>(p, shape, reduction, stream); break;
+    case at::kHalf: err = launch_gemm<Math::kMma16, __half>(p, shape, reduction, stream); break;
+    case at::kBFloat16: err = launch_gemm<Math::kMma16, __nv_bfloat16>(p, shape, reduction, stream); break;
     default: TORCH_CHECK(false, "unsupported dtype ", dtype);
   }
   C10_CUDA_CHECK(err);
@@ -159,7 +159,7 @@ void forward(const ForwardArgs& args) {
   p.activation = static_cast<int32_t>(args.activation);
   const size_t es = element_size(args.input.scalar_type());
   set_vectorization(p, es, es, p.residual);
-  launch(p, args.input.scalar_type(), choose_tile(p), /*partials=*/false);
+  launch(p, args.input.scalar_type(), choose_tile(p), Reduction::kChannels);
 }
 
 void backward_input(const BackwardInputArgs& args) {
@@ -183,7 +183,7 @@ void backward_input(const BackwardInputArgs& args) {
   p.c_m_contiguous = g.channels_last;
   const size_t es = element_size(args.grad_output.scalar_type());
   set_vectorization(p, es, es, nullptr);
-  launch(p, args.grad_output.scalar_type(), choose_tile(p), /*partials=*/false);
+  launch(p, args.grad_output.scalar_type(), choose_tile(p), Reduction::kChannels);
 }
 
 void backward_weight(const BackwardWeightArgs& args) {
@@ -220,7 +220,7 @@ void backward_weight(const BackwardWeightArgs& args) {
   p.c_m_contiguous = false;
   const size_t es = element_size(args.input.scalar_type());
   set_vectorization(p, es, element_size(acc_dtype), nullptr);
-  launch(p, args.input.scalar_type(), TileShape::kLarge, /*partials=*/true);
+  launch(p, args.input.scalar_type(), TileShape::kLarge, Reduction::kPixels);
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   cudaError_t err = cudaSuccess;
