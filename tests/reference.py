@@ -116,6 +116,16 @@ def make_tensor(shape, layout="nchw", dtype=torch.float32, device="cpu", scale=1
     return t
 
 
+def poison_allocator(shape, dtype, device) -> None:
+    """Leaves a NaN-filled block of this size in the allocator's cache, so that an output the op
+    allocates next with the same size starts as NaN instead of as an earlier call's valid-looking
+    values: an element a kernel fails to write then fails the finiteness check of rel_err.
+    Deterministic with the CUDA caching allocator (test_cuda.py checks it). Partial on the CPU:
+    malloc hands back mid-sized blocks (~0.5-100 KB) mostly NaN, its bookkeeping overwriting the
+    first bytes, and tiny or mmap-sized blocks not at all (measured with glibc)."""
+    torch.full(tuple(shape), float("nan"), dtype=dtype, device=device)
+
+
 def act64(y: torch.Tensor, activation: Optional[str]) -> torch.Tensor:
     if activation is None:
         return y

@@ -8,7 +8,7 @@ from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 
 import pointwise_cuda as pw
-from reference import ACTIVATIONS, CASES, DEVICES, TOL, Case, act64, assert_rel_close, make_tensor
+from reference import ACTIVATIONS, CASES, DEVICES, TOL, Case, act64, assert_rel_close, make_tensor, poison_allocator
 
 ops = torch.ops.pointwise_cuda
 
@@ -124,6 +124,8 @@ def test_grads_match_conv2d_fp32(device, case, layout, activation):
     x, w, b, r = _make(case, torch.float32, device, layout, bias, residual, _scale(activation))
     out = pw.pointwise_conv2d(x, w, b, case.stride, case.padding, 1, case.groups, activation=activation, residual=r)
     grad_out = torch.randn_like(out)
+    poison_allocator(x.shape, x.dtype, x.device)  # where grad-input and grad-weight will be allocated
+    poison_allocator(w.shape, w.dtype, w.device)
     out.backward(grad_out)
     refs = _grads_reference(case, x, w, b, r, activation, grad_out)
 
@@ -236,6 +238,8 @@ def test_grads_low_precision(device, dtype, activation, layout):
     x, w, b, r = _make(case, dtype, device, layout, True, True)
     out = pw.pointwise_conv2d(x, w, b, case.stride, case.padding, 1, case.groups, activation=activation, residual=r)
     grad_out = torch.randn_like(out)
+    poison_allocator(x.shape, x.dtype, x.device)  # where grad-input and grad-weight will be allocated
+    poison_allocator(w.shape, w.dtype, w.device)
     out.backward(grad_out)
     refs = _grads_reference(case, x, w, b, r, activation, grad_out)
 
@@ -263,6 +267,8 @@ def test_grads_tf32_cuda(activation, layout, tf32_on):
     x, w, b, r = _make(case, torch.float32, "cuda", layout, True, True, _scale(activation))
     out = pw.pointwise_conv2d(x, w, b, case.stride, case.padding, 1, case.groups, activation=activation, residual=r)
     grad_out = torch.randn_like(out)
+    poison_allocator(x.shape, x.dtype, x.device)  # where grad-input and grad-weight will be allocated
+    poison_allocator(w.shape, w.dtype, w.device)
     out.backward(grad_out)
     refs = _grads_reference(case, x, w, b, r, activation, grad_out)
     conv = nn.Conv2d(case.c_in, case.c_out, 1, case.stride, case.padding, groups=case.groups, device="cuda")

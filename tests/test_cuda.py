@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pointwise_cuda as pw
-from reference import TOL, Case, assert_rel_close, make_tensor, reference
+from reference import TOL, Case, assert_rel_close, make_tensor, poison_allocator, reference
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -176,3 +176,10 @@ def test_over_2_pow_31_elements(layout):
         xs = x[0, :, start : start + 1024].double().reshape(c_in, -1)
         ref += go @ xs.T
     assert_rel_close(grad_w.view(c_out, c_in), ref, 1e-2, "grad weight over 2^31 elements")
+
+
+def test_poison_allocator_reaches_the_next_allocation():
+    # The reference tests rely on it: an output allocated right after poison_allocator starts as NaN.
+    for shape in [(3, 5, 7, 2), (1000,), (64, 64, 1, 1)]:
+        poison_allocator(shape, torch.bfloat16, "cuda")
+        assert torch.empty(shape, dtype=torch.bfloat16, device="cuda").isnan().all()

@@ -20,6 +20,7 @@ from reference import (
     assert_rel_close,
     assert_unchanged,
     make_tensor,
+    poison_allocator,
     reference,
     rel_err,
     snapshot,
@@ -39,6 +40,7 @@ def _inputs(case: Case, layout, dtype, device, bias=True, residual=False, residu
 def _check_call(case, x, w, b, r, activation, tol):
     """Runs the op once and checks values, dtype, device, memory format and input immutability."""
     saved = snapshot(x, w, b, r)
+    poison_allocator(case.output_shape, x.dtype, x.device)
     out = pw.pointwise_conv2d(x, w, b, case.stride, case.padding, 1, case.groups, activation=activation, residual=r)
     assert_unchanged(saved, (x, w, b, r))
 
@@ -149,6 +151,7 @@ def test_unbatched_input(device, stride, padding, residual, activation):
     like = F.conv2d(x, w, b, stride, padding, 1, 2)
     r = torch.randn(like.shape, device=device) if residual else None
     saved = snapshot(x, w, b, r)
+    poison_allocator((1, *like.shape), x.dtype, x.device)
     out = pw.pointwise_conv2d(x, w, b, stride, padding, groups=2, activation=activation, residual=r)
     assert_unchanged(saved, (x, w, b, r))
     assert out.dim() == 3 and out.shape == like.shape
