@@ -141,6 +141,46 @@ def test_bitwise_deterministic_gradients(dtype, tf32, layout):
         assert torch.equal(a, b), f"{name} differs between two identical runs"
 
 
+# Channel reductions whose output tiles alone would leave most SMs idle, so the forward or the
+# grad-input cuts K into chunks (fp32 partials, added in a fixed order by a second kernel that also
+# applies the epilogue): a squeeze-excite layer, few output channels on a 7x7 map, a strided
+# grad-input that scatters through the pixel map, and a grouped one.
+SPLIT_CASES = [
+    Case("se_1152_48", 32, 1152, 48, 1, 1),
+    Case("cout40_7x7", 4, 576, 40, 7, 7),
+    Case("gradin_scatter", 2, 40, 600, 7, 7, stride=2, padding=1),
+    Case("groups2", 8, 256, 64, 3, 3, groups=2),
+]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=["f64", "f32", "bf16"])
+@pytest.mark.parametrize("case", SPLIT_CASES, ids=str)
+def test_split_channel_reductions(case, dtype, layout):
+    x = make_tensor(case.input_shape, layout, dtype, "cuda")
+    w = torch.randn(case.weight_shape, device="cuda").to(dtype)
+    b = torch.randn(case.c_out, device="cuda").to(dtype)
+    r = make_tensor(case.output_shape, layout, dtype, "cuda")
+    grad = make_tensor(case.output_shape, layout, dtype, "cuda")
+    args = ([case.stride] * 2 if isinstance(case.stride, int) else list(case.stride),
+            [case.padding] * 2 if isinstance(case.padding, int) else list(case.padding), case.groups)
+
+    def run():
+        poison_allocator(case.output_shape, dtype, "cuda")
+        out = ops.conv_forward(x, w, b, r, *args[:2], case.groups, "silu")
+        poison_allocator(case.input_shape, dtype, "cuda")
+        grad_in = ops.conv_backward_input(grad, w, list(case.input_shape), *args)
+        return out, grad_in
+
+    out, grad_in = run()
+    assert_rel_close(out, reference(x, w, b, case.stride, case.padding, case.groups, "silu", r), TOL[dtype])
+    x64 = x.detach().double().cpu().requires_grad_(True)
+    reference(x64, w, None, case.stride, case.padding, case.groups).backward(grad.double().cpu())
+    assert_rel_close(grad_in, x64.grad, TOL[dtype], "grad input")
+    again = run()
+    assert torch.equal(out, again[0]) and torch.equal(grad_in, again[1]), "not the same bits on a second run"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 def test_over_2_pow_31_elements(layout):

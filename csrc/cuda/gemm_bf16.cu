@@ -3,5 +3,5 @@
 
 namespace pointwise::cuda {
 template cudaError_t launch_gemm<Math::kMma16, __nv_bfloat16>(const GemmProblem&, TileShape, Reduction, cudaStream_t);
-template cudaError_t launch_sum_splits<__nv_bfloat16>(const void*, __nv_bfloat16*, int64_t, int32_t, cudaStream_t);
+template cudaError_t launch_finish_splits<__nv_bfloat16>(const GemmProblem&, const void*, cudaStream_t);
 }  // namespace pointwise::cuda

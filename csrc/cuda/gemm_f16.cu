@@ -3,5 +3,5 @@
 
 namespace pointwise::cuda {
 template cudaError_t launch_gemm<Math::kMma16, __half>(const GemmProblem&, TileShape, Reduction, cudaStream_t);
-template cudaError_t launch_sum_splits<__half>(const void*, __half*, int64_t, int32_t, cudaStream_t);
+template cudaError_t launch_finish_splits<__half>(const GemmProblem&, const void*, cudaStream_t);
 }  // namespace pointwise::cuda

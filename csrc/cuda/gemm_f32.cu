@@ -3,5 +3,5 @@
 
 namespace pointwise::cuda {
 template cudaError_t launch_gemm<Math::kSimt, float>(const GemmProblem&, TileShape, Reduction, cudaStream_t);
-template cudaError_t launch_sum_splits<float>(const void*, float*, int64_t, int32_t, cudaStream_t);
+template cudaError_t launch_finish_splits<float>(const GemmProblem&, const void*, cudaStream_t);
 }  // namespace pointwise::cuda

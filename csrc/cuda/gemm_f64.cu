@@ -3,5 +3,5 @@
 
 namespace pointwise::cuda {
 template cudaError_t launch_gemm<Math::kSimt, double>(const GemmProblem&, TileShape, Reduction, cudaStream_t);
-template cudaError_t launch_sum_splits<double>(const void*, double*, int64_t, int32_t, cudaStream_t);
+template cudaError_t launch_finish_splits<double>(const GemmProblem&, const void*, cudaStream_t);
 }  // namespace pointwise::cuda

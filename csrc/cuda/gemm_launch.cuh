@@ -8,6 +8,14 @@
 
 namespace pointwise::cuda {
 
+template <class Cfg>
+constexpr bool extent_matches(TileShape shape) {
+  return tile_extent(shape).m == Cfg::BM && tile_extent(shape).n == Cfg::BN;
+}
+static_assert(extent_matches<LargeTile>(TileShape::kLarge) && extent_matches<MediumTile>(TileShape::kMedium) &&
+                  extent_matches<NarrowMTile>(TileShape::kNarrowM) && extent_matches<NarrowNTile>(TileShape::kNarrowN),
+              "tile_extent (gemm_problem.h) must describe the TileConfigs of gemm.cuh");
+
 template <Math MATH, typename T, typename OutT, class Cfg, bool A_K, bool B_K, Reduction R>
 cudaError_t launch_tile(const GemmProblem& p, cudaStream_t stream) {
   using Kernel = GemmKernel<MATH, T, OutT, Cfg, A_K, B_K, R>;
@@ -27,55 +35,76 @@ cudaError_t launch_tile(const GemmProblem& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-template <Math MATH, typename T, class Cfg, Reduction R>
+template <Math MATH, typename T, class Cfg, Reduction R, bool PARTIALS>
 cudaError_t launch_oriented(const GemmProblem& p, cudaStream_t stream) {
+  using OutT = std::conditional_t<PARTIALS, typename AccumulatorOf<T>::type, T>;
   // Orientations in use: forward NCHW (k, n) and NHWC (k, k); grad-input NCHW (m, n) and NHWC
   // (m, k); grad-weight (the reduction over pixels) NCHW (k, k) and NHWC (m, n).
-  if constexpr (R == Reduction::kPixels) {
-    using Acc = typename AccumulatorOf<T>::type;
-    if (p.a_k_contiguous && p.b_k_contiguous) return launch_tile<MATH, T, Acc, Cfg, true, true, R>(p, stream);
-    if (!p.a_k_contiguous && !p.b_k_contiguous) return launch_tile<MATH, T, Acc, Cfg, false, false, R>(p, stream);
-  } else {
-    if (p.a_k_contiguous && p.b_k_contiguous) return launch_tile<MATH, T, T, Cfg, true, true, R>(p, stream);
-    if (p.a_k_contiguous) return launch_tile<MATH, T, T, Cfg, true, false, R>(p, stream);
-    if (p.b_k_contiguous) return launch_tile<MATH, T, T, Cfg, false, true, R>(p, stream);
-    return launch_tile<MATH, T, T, Cfg, false, false, R>(p, stream);
+  if (p.a_k_contiguous && p.b_k_contiguous) return launch_tile<MATH, T, OutT, Cfg, true, true, R>(p, stream);
+  if (!p.a_k_contiguous && !p.b_k_contiguous) return launch_tile<MATH, T, OutT, Cfg, false, false, R>(p, stream);
+  if constexpr (R == Reduction::kChannels) {
+    if (p.a_k_contiguous) return launch_tile<MATH, T, OutT, Cfg, true, false, R>(p, stream);
+    return launch_tile<MATH, T, OutT, Cfg, false, true, R>(p, stream);
   }
   return cudaErrorNotSupported;
 }
 
 template <Math MATH, typename T>
 cudaError_t launch_gemm(const GemmProblem& p, TileShape shape, Reduction reduction, cudaStream_t stream) {
-  if constexpr (std::is_same_v<T, double>) {
-    return reduction == Reduction::kPixels ? launch_oriented<MATH, T, DoubleTile, Reduction::kPixels>(p, stream)
-                                           : launch_oriented<MATH, T, DoubleTile, Reduction::kChannels>(p, stream);
+  constexpr bool kDouble = std::is_same_v<T, double>;
+  using Large = std::conditional_t<kDouble, DoubleTile, LargeTile>;
+  using Medium = std::conditional_t<kDouble, DoubleTile, MediumTile>;
+  if (reduction == Reduction::kPixels) return launch_oriented<MATH, T, Large, Reduction::kPixels, true>(p, stream);
+  if (p.splits > 1) return launch_oriented<MATH, T, Medium, Reduction::kChannels, true>(p, stream);
+  if constexpr (kDouble) {
+    return launch_oriented<MATH, T, DoubleTile, Reduction::kChannels, false>(p, stream);
   } else {
-    if (reduction == Reduction::kPixels) return launch_oriented<MATH, T, LargeTile, Reduction::kPixels>(p, stream);
     switch (shape) {
-      case TileShape::kMedium: return launch_oriented<MATH, T, MediumTile, Reduction::kChannels>(p, stream);
-      case TileShape::kNarrowM: return launch_oriented<MATH, T, NarrowMTile, Reduction::kChannels>(p, stream);
-      case TileShape::kNarrowN: return launch_oriented<MATH, T, NarrowNTile, Reduction::kChannels>(p, stream);
-      default: return launch_oriented<MATH, T, LargeTile, Reduction::kChannels>(p, stream);
+      case TileShape::kMedium: return launch_oriented<MATH, T, MediumTile, Reduction::kChannels, false>(p, stream);
+      case TileShape::kNarrowM: return launch_oriented<MATH, T, NarrowMTile, Reduction::kChannels, false>(p, stream);
+      case TileShape::kNarrowN: return launch_oriented<MATH, T, NarrowNTile, Reduction::kChannels, false>(p, stream);
+      default: return launch_oriented<MATH, T, LargeTile, Reduction::kChannels, false>(p, stream);
     }
   }
 }
 
 template <typename T, typename Acc>
-__global__ void pointwise_sum_splits_kernel(const Acc* __restrict__ partials, T* __restrict__ out, int64_t count,
-                                            int32_t splits) {
+__global__ void pointwise_finish_splits_kernel(const GemmProblem p, const Acc* __restrict__ partials) {
+  const int64_t per_group = int64_t(p.m) * p.n, count = per_group * p.groups;
+  const int32_t fast_len = p.c_m_contiguous ? p.m : p.n;
+  T* C = static_cast<T*>(const_cast<void*>(p.c.data));
+  const T* bias = static_cast<const T*>(p.bias);
+  const T* residual = static_cast<const T*>(p.residual);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x) {
-    Acc sum = partials[i];
-    for (int32_t s = 1; s < splits; ++s) sum += partials[s * count + i];
-    out[i] = from_acc<T>(sum);
+    Acc z = partials[i];
+    for (int32_t s = 1; s < p.splits; ++s) z += partials[s * count + i];
+    const int32_t group = static_cast<int32_t>(i / per_group);
+    const int64_t within = i - group * per_group;
+    const int32_t slow = static_cast<int32_t>(within / fast_len), fast = static_cast<int32_t>(within - int64_t(slow) * fast_len);
+    const int32_t m = p.c_m_contiguous ? fast : slow, n = p.c_m_contiguous ? slow : fast;
+    const int64_t row = p.c.rows.offset(m), col = p.c.cols.offset(n);
+    if (row < 0 || col < 0) continue;  // a pixel in the padding: no such output
+    const int64_t offset = group * p.c.group_stride + row + col;
+    if (bias) z += load_acc<Acc>(bias[int64_t(group) * p.m + m]);
+    if (residual) z += load_acc<Acc>(residual[offset]);
+    switch (p.activation) {
+      case 1: z = activate<1>(z); break;
+      case 2: z = activate<2>(z); break;
+      case 3: z = activate<3>(z); break;
+      case 4: z = activate<4>(z); break;
+      default: break;
+    }
+    C[offset] = from_acc<T>(z);
   }
 }
 
 template <typename T>
-cudaError_t launch_sum_splits(const void* partials, T* out, int64_t count, int32_t splits, cudaStream_t stream) {
+cudaError_t launch_finish_splits(const GemmProblem& p, const void* partials, cudaStream_t stream) {
   using Acc = typename AccumulatorOf<T>::type;
   const int threads = 256;
+  const int64_t count = int64_t(p.groups) * p.m * p.n;
   const int64_t blocks = std::min<int64_t>((count + threads - 1) / threads, 4096);
-  pointwise_sum_splits_kernel<T, Acc><<<blocks, threads, 0, stream>>>(static_cast<const Acc*>(partials), out, count, splits);
+  pointwise_finish_splits_kernel<T, Acc><<<blocks, threads, 0, stream>>>(p, static_cast<const Acc*>(partials));
   return cudaGetLastError();
 }
 

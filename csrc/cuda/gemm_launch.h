@@ -10,15 +10,18 @@
 
 namespace pointwise::cuda {
 
-// Launches the GEMM on `stream`. A reduction over pixels writes each split's partial sums to C in
-// the accumulator type (float, or double for double) instead of T: sum them with launch_sum_splits.
-// Returns the launch's error code.
+// Launches the GEMM on `stream`. C receives partial sums in the accumulator type (float, or double
+// for double) instead of T, one set per split of the K range, when the GEMM reduces over pixels or
+// has more than one split; launch_finish_splits then adds them up. A split channel reduction runs
+// on the medium tile whatever `shape` says. Returns the launch's error code.
 template <Math MATH, typename T>
 cudaError_t launch_gemm(const GemmProblem& problem, TileShape shape, Reduction reduction, cudaStream_t stream);
 
-// out[i] = sum over s in 0..splits-1, in that order, of partials[s * count + i]: a deterministic
-// split-K reduction (no atomics), cast to T.
+// The end of a split GEMM: for every (group, m, n), C = act(sum over the splits, in split order, of
+// the partials + bias + residual), cast to T and stored through C's dimension maps (`problem`
+// describes the real C). The partials of one split are groups x m x n accumulators laid out with
+// C's contiguous dimension fastest. A fixed order and no atomics: the same bits on every run.
 template <typename T>
-cudaError_t launch_sum_splits(const void* partials, T* out, int64_t count, int32_t splits, cudaStream_t stream);
+cudaError_t launch_finish_splits(const GemmProblem& problem, const void* partials, cudaStream_t stream);
 
 }  // namespace pointwise::cuda

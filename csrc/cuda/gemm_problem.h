@@ -60,6 +60,20 @@ enum class Reduction { kChannels, kPixels };
 // The block tile shapes (gemm.cuh): 128x128, 64x64, narrow in m (32x128), narrow in n (128x32).
 enum class TileShape { kLarge, kMedium, kNarrowM, kNarrowN };
 
+// A tile shape's extent in m and n, for the host's choices (gemm_launch.cuh checks it against the
+// kernels' TileConfigs).
+struct TileExtent {
+  int32_t m, n;
+};
+constexpr TileExtent tile_extent(TileShape shape) {
+  switch (shape) {
+    case TileShape::kMedium: return {64, 64};
+    case TileShape::kNarrowM: return {32, 128};
+    case TileShape::kNarrowN: return {128, 32};
+    default: return {128, 128};
+  }
+}
+
 struct GemmProblem {
   int32_t m = 0, n = 0, k = 0;  // extents of one group
   int32_t groups = 1;

@@ -122,16 +122,83 @@ void launch(const GemmProblem& p, at::ScalarType dtype, TileShape shape, Reducti
 
 size_t element_size(at::ScalarType dtype) { return c10::elementSize(dtype); }
 
+// Output tiles of the given shape over all groups: the GEMM's blocks when it is not split.
+int64_t tile_count(const GemmProblem& p, TileShape shape) {
+  const TileExtent t = tile_extent(shape);
+  return int64_t((p.m + t.m - 1) / t.m) * ((p.n + t.n - 1) / t.n) * p.groups;
+}
+
 // The largest tile that still gives every SM about two blocks; narrow tiles where one GEMM side
 // is small, so that no block computes mostly padding.
 TileShape choose_tile(const GemmProblem& p) {
-  auto blocks = [&](int bm, int bn) { return int64_t((p.m + bm - 1) / bm) * ((p.n + bn - 1) / bn) * p.groups; };
   const int64_t enough = 2 * multiprocessors();
   if (p.m <= 32) return TileShape::kNarrowM;
   if (p.n <= 32) return TileShape::kNarrowN;
-  if (p.m > 64 && p.n > 64 && blocks(128, 128) >= enough) return TileShape::kLarge;
-  if (p.m <= 48 && blocks(32, 128) >= blocks(64, 64) / 2) return TileShape::kNarrowM;
+  if (p.m > 64 && p.n > 64 && tile_count(p, TileShape::kLarge) >= enough) return TileShape::kLarge;
+  if (p.m <= 48 && tile_count(p, TileShape::kNarrowM) >= tile_count(p, TileShape::kMedium) / 2) return TileShape::kNarrowM;
   return TileShape::kMedium;
+}
+
+// Cuts the K range into about `wanted` chunks, each a multiple of kSplitGranule.
+void set_splits(GemmProblem& p, int64_t wanted) {
+  const int64_t chunk = (p.k + wanted - 1) / wanted;
+  p.k_per_split = checked_int32((chunk + kSplitGranule - 1) / kSplitGranule * kSplitGranule, "K per split");
+  p.splits = static_cast<int32_t>((p.k + p.k_per_split - 1) / p.k_per_split);
+}
+
+// Whether to split a channel reduction (forward, grad-input) along K: when its output tiles leave
+// SMs idle -- squeeze-excite layers at 1x1, few output channels on a 7x7 map -- into enough chunks
+// of at least two pipeline stages for about two medium tiles per SM. A first rule, not yet tuned
+// on a GPU. Sets p.splits and p.k_per_split.
+bool split_channel_reduction(GemmProblem& p, TileShape shape) {
+  const int64_t sms = multiprocessors();
+  if (tile_count(p, shape) >= sms) return false;
+  const int64_t medium = tile_count(p, TileShape::kMedium);
+  const int64_t wanted = std::min<int64_t>((2 * sms + medium - 1) / medium, p.k / (2 * kSplitGranule));
+  if (wanted < 2) return false;
+  set_splits(p, wanted);
+  return p.splits > 1;
+}
+
+// Runs `p` (its real output, bias, residual and activation) with its K range cut into p.splits
+// chunks: the GEMM writes each chunk's partial sums to a workspace in the accumulator type, laid
+// out like C with C's contiguous dimension fastest, and launch_finish_splits adds them in split
+// order and applies the epilogue into C.
+void launch_split(const GemmProblem& p, const at::Tensor& like, TileShape shape, Reduction reduction) {
+  const at::ScalarType dtype = like.scalar_type();
+  const at::ScalarType acc_dtype = dtype == at::kDouble ? at::kDouble : at::kFloat;
+  const int64_t count = int64_t(p.groups) * p.m * p.n;
+  at::Tensor partials = at::empty({p.splits, count}, like.options().dtype(acc_dtype));
+  GemmProblem q = p;
+  q.c = {partials.data_ptr(), int64_t(p.m) * p.n, channel_dim(p.c_m_contiguous ? 1 : p.n),
+         channel_dim(p.c_m_contiguous ? p.m : 1)};
+  q.c_split_stride = count;
+  q.bias = nullptr;
+  q.residual = nullptr;
+  q.activation = 0;
+  const size_t acc_size = element_size(acc_dtype);
+  q.c.vectorized = p.c_m_contiguous ? vectorizable(q.c, q.c.rows, q.m, q.c.cols, acc_size, count)
+                                    : vectorizable(q.c, q.c.cols, q.n, q.c.rows, acc_size, count);
+  launch(q, dtype, shape, reduction);
+
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const void* sums = partials.data_ptr();
+  cudaError_t err = cudaSuccess;
+  switch (dtype) {
+    case at::kFloat: err = launch_finish_splits<float>(p, sums, stream); break;
+    case at::kDouble: err = launch_finish_splits<double>(p, sums, stream); break;
+    case at::kHalf: err = launch_finish_splits<__half>(p, sums, stream); break;
+    case at::kBFloat16: err = launch_finish_splits<__nv_bfloat16>(p, sums, stream); break;
+    default: TORCH_CHECK(false, "unsupported dtype ", dtype);
+  }
+  C10_CUDA_CHECK(err);
+}
+
+// A channel reduction (forward, grad-input): split along K when its tiles leave SMs idle.
+void launch_channel_reduction(GemmProblem& p, const at::Tensor& like) {
+  const TileShape shape = choose_tile(p);
+  if (split_channel_reduction(p, shape)) launch_split(p, like, TileShape::kMedium, Reduction::kChannels);
+  else launch(p, like.scalar_type(), shape, Reduction::kChannels);
 }
 
 }  // namespace
@@ -159,7 +226,7 @@ void forward(const ForwardArgs& args) {
   p.activation = static_cast<int32_t>(args.activation);
   const size_t es = element_size(args.input.scalar_type());
   set_vectorization(p, es, es, p.residual);
-  launch(p, args.input.scalar_type(), choose_tile(p), Reduction::kChannels);
+  launch_channel_reduction(p, args.input);
 }
 
 void backward_input(const BackwardInputArgs& args) {
@@ -183,7 +250,7 @@ void backward_input(const BackwardInputArgs& args) {
   p.c_m_contiguous = g.channels_last;
   const size_t es = element_size(args.grad_output.scalar_type());
   set_vectorization(p, es, es, nullptr);
-  launch(p, args.grad_output.scalar_type(), choose_tile(p), Reduction::kChannels);
+  launch_channel_reduction(p, args.grad_output);
 }
 
 void backward_weight(const BackwardWeightArgs& args) {
@@ -203,36 +270,17 @@ void backward_weight(const BackwardWeightArgs& args) {
   p.a_k_contiguous = !g.channels_last;
   p.b_k_contiguous = !g.channels_last;
 
-  // The reduction over every pixel of the batch is long (~10^5) and the weight small: split it so
-  // the grid fills the GPU, each split writing its own fp32 partial, summed in a fixed order.
-  const int64_t tiles = ((p.m + 127) / 128) * ((p.n + 127) / 128) * p.groups;
-  const int64_t max_splits = std::max<int64_t>(1, p.k / (4 * kSplitGranule));
-  const int64_t wanted = std::clamp<int64_t>((2 * multiprocessors() + tiles - 1) / tiles, 1, max_splits);
-  const int64_t chunk = (p.k + wanted - 1) / wanted;
-  p.k_per_split = checked_int32((chunk + kSplitGranule - 1) / kSplitGranule * kSplitGranule, "pixels per split");
-  p.splits = static_cast<int32_t>((p.k + p.k_per_split - 1) / p.k_per_split);
-
-  const int64_t weight_elems = int64_t(p.groups) * p.m * p.n;
-  const auto acc_dtype = args.input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor partials = at::empty({p.splits, weight_elems}, args.input.options().dtype(acc_dtype));
-  p.c = {partials.data_ptr(), int64_t(p.m) * p.n, channel_dim(p.n), channel_dim(1)};
-  p.c_split_stride = weight_elems;
+  p.c = {args.grad_weight.data_ptr(), int64_t(p.m) * p.n, channel_dim(p.n), channel_dim(1)};
   p.c_m_contiguous = false;
   const size_t es = element_size(args.input.scalar_type());
-  set_vectorization(p, es, element_size(acc_dtype), nullptr);
-  launch(p, args.input.scalar_type(), TileShape::kLarge, Reduction::kPixels);
+  set_vectorization(p, es, es, nullptr);
 
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  cudaError_t err = cudaSuccess;
-  void* out_ptr = args.grad_weight.data_ptr();
-  switch (args.input.scalar_type()) {
-    case at::kFloat: err = launch_sum_splits(partials.data_ptr(), static_cast<float*>(out_ptr), weight_elems, p.splits, stream); break;
-    case at::kDouble: err = launch_sum_splits(partials.data_ptr(), static_cast<double*>(out_ptr), weight_elems, p.splits, stream); break;
-    case at::kHalf: err = launch_sum_splits(partials.data_ptr(), static_cast<__half*>(out_ptr), weight_elems, p.splits, stream); break;
-    case at::kBFloat16: err = launch_sum_splits(partials.data_ptr(), static_cast<__nv_bfloat16*>(out_ptr), weight_elems, p.splits, stream); break;
-    default: TORCH_CHECK(false, "unsupported dtype ", args.input.scalar_type());
-  }
-  C10_CUDA_CHECK(err);
+  // The reduction over every pixel of the batch is long (~10^5) and the weight small: split it so
+  // the grid fills the GPU, each split writing its own fp32 partial, summed in a fixed order.
+  const int64_t tiles = tile_count(p, TileShape::kLarge);
+  const int64_t max_splits = std::max<int64_t>(1, p.k / (4 * kSplitGranule));
+  set_splits(p, std::clamp<int64_t>((2 * multiprocessors() + tiles - 1) / tiles, 1, max_splits));
+  launch_split(p, args.input, TileShape::kLarge, Reduction::kPixels);
 }
 
 std::string runtime_version_built() {
