@@ -28,13 +28,20 @@ int32_t checked_int32(int64_t value, const char* what) {
   return static_cast<int32_t>(value);
 }
 
+// Whether the GEMM sees the activations with their channels contiguous. NHWC tensors have them so;
+// so do NCHW ones whose images are single pixels (squeeze-excite layers), where both layouts are
+// the same bytes: read that way their channels move as 16-byte vectors instead of one by one.
+bool channels_contiguous(const ConvGeometry& g) {
+  return g.channels_last || (g.in_pixels() == 1 && g.out_pixels() == 1);
+}
+
 // The layout's strides of an activation-sized tensor with `channels` channels on an h x w grid.
 struct ActivationLayout {
   int64_t channel_stride, pixel_stride, image_stride;
 };
 ActivationLayout layout_of(const ConvGeometry& g, int64_t channels, int64_t h, int64_t w) {
-  return g.channels_last ? ActivationLayout{1, channels, channels * h * w}
-                         : ActivationLayout{h * w, 1, channels * h * w};
+  return channels_contiguous(g) ? ActivationLayout{1, channels, channels * h * w}
+                                : ActivationLayout{h * w, 1, channels * h * w};
 }
 
 DimIndex channel_dim(int64_t stride) {
@@ -219,8 +226,8 @@ void forward(const ForwardArgs& args) {
   p.b = {args.input.data_ptr(), p.k * in.channel_stride, channel_dim(in.channel_stride), pixel_dim(g, in, true)};
   p.c = {args.output.data_ptr(), p.m * out.channel_stride, channel_dim(out.channel_stride), pixel_dim(g, out, false)};
   p.a_k_contiguous = true;
-  p.b_k_contiguous = g.channels_last;
-  p.c_m_contiguous = g.channels_last;
+  p.b_k_contiguous = channels_contiguous(g);
+  p.c_m_contiguous = channels_contiguous(g);
   p.bias = args.bias.defined() ? args.bias.data_ptr() : nullptr;
   p.residual = args.residual.defined() ? args.residual.data_ptr() : nullptr;
   p.activation = static_cast<int32_t>(args.activation);
@@ -246,8 +253,8 @@ void backward_input(const BackwardInputArgs& args) {
          pixel_dim(g, out, false)};
   p.c = {args.grad_input.data_ptr(), p.m * in.channel_stride, channel_dim(in.channel_stride), pixel_dim(g, in, true)};
   p.a_k_contiguous = false;
-  p.b_k_contiguous = g.channels_last;
-  p.c_m_contiguous = g.channels_last;
+  p.b_k_contiguous = channels_contiguous(g);
+  p.c_m_contiguous = channels_contiguous(g);
   const size_t es = element_size(args.grad_output.scalar_type());
   set_vectorization(p, es, es, nullptr);
   launch_channel_reduction(p, args.grad_output);
@@ -267,8 +274,8 @@ void backward_weight(const BackwardWeightArgs& args) {
   p.a = {args.grad_output.data_ptr(), p.m * out.channel_stride, channel_dim(out.channel_stride),
          pixel_dim(g, out, false)};
   p.b = {args.input.data_ptr(), p.n * in.channel_stride, pixel_dim(g, in, true), channel_dim(in.channel_stride)};
-  p.a_k_contiguous = !g.channels_last;
-  p.b_k_contiguous = !g.channels_last;
+  p.a_k_contiguous = !channels_contiguous(g);
+  p.b_k_contiguous = !channels_contiguous(g);
 
   p.c = {args.grad_weight.data_ptr(), int64_t(p.m) * p.n, channel_dim(p.n), channel_dim(1)};
   p.c_m_contiguous = false;
