@@ -205,6 +205,19 @@ def test_empty_batch_backward(device, layout):
     assert b.grad.shape == b.shape and torch.count_nonzero(b.grad) == 0
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_zero_input_channels(device, layout):
+    # No input channels: the output is bias + residual alone, and grad-input is an empty tensor.
+    case = Case("cin0", 2, 0, 5, 4, 3, stride=2, padding=1)
+    x, w, b, r = _make(case, torch.float32, device, layout, True, True)
+    out = pw.pointwise_conv2d(x, w, b, case.stride, case.padding, activation="relu", residual=r)
+    assert_rel_close(out, torch.relu(b.double().view(1, -1, 1, 1) + r.double()), 1e-6)
+    out.sum().backward()
+    assert x.grad.shape == x.shape and w.grad.shape == w.shape
+    assert b.grad.shape == b.shape and r.grad.shape == r.shape
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_unbatched_backward(device):
     x = _leaf(torch.randn(6, 4, 5, dtype=torch.float64, device=device))

@@ -343,6 +343,10 @@ struct GemmKernel {
   static constexpr size_t kPipelineBytes = size_t(STAGES) * (TileA::kElems + TileB::kElems) * sizeof(T);
   static constexpr size_t kEpilogueBytes =
       sizeof(Acc) * (BM * (BN + kPadC) > BN * (BM + kPadC) ? BM * (BN + kPadC) : BN * (BM + kPadC));
+  // Split GEMMs write partial sums without bias, residual or activation (the host passes none; the
+  // kernel that adds the splits up applies them). Where the partials' type differs from T (16-bit
+  // inputs) that code is left out of the kernel altogether.
+  static constexpr bool kFused = std::is_same_v<OutT, T>;
   static constexpr size_t kTileBytes = ((kPipelineBytes > kEpilogueBytes ? kPipelineBytes : kEpilogueBytes) + 15) / 16 * 16;
 
   // Offsets of the block's fixed coordinates, computed once per block so that neither the K loop
@@ -381,8 +385,8 @@ struct GemmKernel {
                                   int32_t split) {
     constexpr int V = 16 / int(sizeof(OutT));
     OutT* C = static_cast<OutT*>(const_cast<void*>(p.c.data)) + group * p.c.group_stride + split * p.c_split_stride;
-    const T* bias = p.bias ? static_cast<const T*>(p.bias) + int64_t(group) * p.m + m0 : nullptr;
-    const T* residual = p.residual ? static_cast<const T*>(p.residual) + group * p.c.group_stride : nullptr;
+    const T* bias = kFused && p.bias ? static_cast<const T*>(p.bias) + int64_t(group) * p.m + m0 : nullptr;
+    const T* residual = kFused && p.residual ? static_cast<const T*>(p.residual) + group * p.c.group_stride : nullptr;
     const bool m_fast = p.c_m_contiguous;
     const int fast_len = m_fast ? BM : BN;
     const int ld = fast_len + kPadC;  // Cs[slow * ld + fast]
@@ -431,7 +435,7 @@ struct GemmKernel {
     const int32_t n0 = blockIdx.x * BN, m0 = blockIdx.y * BM;
     const int32_t group = blockIdx.z % p.groups, split = blockIdx.z / p.groups;
     const int32_t k_begin = split * p.k_per_split;
-    const int32_t k_end = min(p.k, k_begin + p.k_per_split);
+    const int32_t k_end = static_cast<int32_t>(min(int64_t(p.k), int64_t(k_begin) + p.k_per_split));
     const T* A = static_cast<const T*>(p.a.data) + group * p.a.group_stride;
     const T* B = static_cast<const T*>(p.b.data) + group * p.b.group_stride;
     auto stage_a = [&](int s) { return smem + s * (TileA::kElems + TileB::kElems); };
@@ -462,7 +466,7 @@ struct GemmKernel {
     if (p.c_m_contiguous) engine.store(Cs, 1, BM + kPadC);
     else engine.store(Cs, BN + kPadC, 1);
     __syncthreads();
-    switch (p.activation) {
+    switch (kFused ? p.activation : 0) {
       case 1: epilogue<1>(p, Cs, off, m0, group, split); break;
       case 2: epilogue<2>(p, Cs, off, m0, group, split); break;
       case 3: epilogue<3>(p, Cs, off, m0, group, split); break;

@@ -1,6 +1,7 @@
 // Definitions behind gemm_launch.h; included by the one .cu per (math, element type).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 
 #include "cuda/gemm.cuh"
@@ -30,7 +31,8 @@ cudaError_t launch_tile(const GemmProblem& p, cudaStream_t stream) {
     if (e != cudaSuccess) return e;
     configured[device].store(true, std::memory_order_relaxed);
   }
-  const dim3 grid((p.n + Cfg::BN - 1) / Cfg::BN, (p.m + Cfg::BM - 1) / Cfg::BM, p.groups * p.splits);
+  const dim3 grid(static_cast<unsigned>((int64_t(p.n) + Cfg::BN - 1) / Cfg::BN),
+                  static_cast<unsigned>((int64_t(p.m) + Cfg::BM - 1) / Cfg::BM), p.groups * p.splits);
   kernel<<<grid, Cfg::kThreads, Kernel::kSmemBytes, stream>>>(p);
   return cudaGetLastError();
 }
@@ -49,21 +51,60 @@ cudaError_t launch_oriented(const GemmProblem& p, cudaStream_t stream) {
   return cudaErrorNotSupported;
 }
 
+// The most shared memory a block of this kernel asks for, over the four orientations.
+template <Math MATH, typename T, typename OutT, class Cfg, Reduction R>
+constexpr size_t smem_bytes() {
+  return std::max({GemmKernel<MATH, T, OutT, Cfg, true, true, R>::kSmemBytes,
+                   GemmKernel<MATH, T, OutT, Cfg, true, false, R>::kSmemBytes,
+                   GemmKernel<MATH, T, OutT, Cfg, false, true, R>::kSmemBytes,
+                   GemmKernel<MATH, T, OutT, Cfg, false, false, R>::kSmemBytes});
+}
+
+// The least shared memory a block may opt into on the GPUs we build for: 99 KB on sm_86, sm_89 and
+// sm_120 (163 KB on sm_80, 227 KB on sm_90).
+constexpr size_t kLeastBlockSmem = 99 * 1024;
+
+// What a block may opt into on the current device (cached per device).
+inline size_t block_smem_limit() {
+  static std::atomic<int> cached[64];
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device >= 64) return kLeastBlockSmem;
+  int bytes = cached[device].load(std::memory_order_relaxed);
+  if (bytes == 0) {
+    if (cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess)
+      return kLeastBlockSmem;
+    cached[device].store(bytes, std::memory_order_relaxed);
+  }
+  return static_cast<size_t>(bytes);
+}
+
+// The large tile, or the medium one on a device that grants a block less shared memory than the
+// large tile needs (4-byte elements on sm_86 / sm_89 / sm_120).
+template <Math MATH, typename T, Reduction R, bool PARTIALS>
+cudaError_t launch_large(const GemmProblem& p, cudaStream_t stream) {
+  using OutT = std::conditional_t<PARTIALS, typename AccumulatorOf<T>::type, T>;
+  static_assert(smem_bytes<MATH, T, OutT, MediumTile, R>() <= kLeastBlockSmem, "the medium tile must fit anywhere");
+  if constexpr (smem_bytes<MATH, T, OutT, LargeTile, R>() > kLeastBlockSmem) {
+    if (smem_bytes<MATH, T, OutT, LargeTile, R>() > block_smem_limit())
+      return launch_oriented<MATH, T, MediumTile, R, PARTIALS>(p, stream);
+  }
+  return launch_oriented<MATH, T, LargeTile, R, PARTIALS>(p, stream);
+}
+
 template <Math MATH, typename T>
 cudaError_t launch_gemm(const GemmProblem& p, TileShape shape, Reduction reduction, cudaStream_t stream) {
-  constexpr bool kDouble = std::is_same_v<T, double>;
-  using Large = std::conditional_t<kDouble, DoubleTile, LargeTile>;
-  using Medium = std::conditional_t<kDouble, DoubleTile, MediumTile>;
-  if (reduction == Reduction::kPixels) return launch_oriented<MATH, T, Large, Reduction::kPixels, true>(p, stream);
-  if (p.splits > 1) return launch_oriented<MATH, T, Medium, Reduction::kChannels, true>(p, stream);
-  if constexpr (kDouble) {
+  if constexpr (std::is_same_v<T, double>) {  // one small tile for the float64 checks
+    if (reduction == Reduction::kPixels) return launch_oriented<MATH, T, DoubleTile, Reduction::kPixels, true>(p, stream);
+    if (p.splits > 1) return launch_oriented<MATH, T, DoubleTile, Reduction::kChannels, true>(p, stream);
     return launch_oriented<MATH, T, DoubleTile, Reduction::kChannels, false>(p, stream);
   } else {
+    if (reduction == Reduction::kPixels) return launch_large<MATH, T, Reduction::kPixels, true>(p, stream);
+    if (p.splits > 1) return launch_oriented<MATH, T, MediumTile, Reduction::kChannels, true>(p, stream);
     switch (shape) {
       case TileShape::kMedium: return launch_oriented<MATH, T, MediumTile, Reduction::kChannels, false>(p, stream);
       case TileShape::kNarrowM: return launch_oriented<MATH, T, NarrowMTile, Reduction::kChannels, false>(p, stream);
       case TileShape::kNarrowN: return launch_oriented<MATH, T, NarrowNTile, Reduction::kChannels, false>(p, stream);
-      default: return launch_oriented<MATH, T, LargeTile, Reduction::kChannels, false>(p, stream);
+      default: return launch_large<MATH, T, Reduction::kChannels, false>(p, stream);
     }
   }
 }

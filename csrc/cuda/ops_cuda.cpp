@@ -132,7 +132,7 @@ size_t element_size(at::ScalarType dtype) { return c10::elementSize(dtype); }
 // Output tiles of the given shape over all groups: the GEMM's blocks when it is not split.
 int64_t tile_count(const GemmProblem& p, TileShape shape) {
   const TileExtent t = tile_extent(shape);
-  return int64_t((p.m + t.m - 1) / t.m) * ((p.n + t.n - 1) / t.n) * p.groups;
+  return ((int64_t(p.m) + t.m - 1) / t.m) * ((int64_t(p.n) + t.n - 1) / t.n) * p.groups;
 }
 
 // The largest tile that still gives every SM about two blocks; narrow tiles where one GEMM side
@@ -146,8 +146,13 @@ TileShape choose_tile(const GemmProblem& p) {
   return TileShape::kMedium;
 }
 
-// Cuts the K range into about `wanted` chunks, each a multiple of kSplitGranule.
+// Cuts the K range into about `wanted` chunks, each a multiple of kSplitGranule (one chunk: all of K).
 void set_splits(GemmProblem& p, int64_t wanted) {
+  if (wanted <= 1) {
+    p.splits = 1;
+    p.k_per_split = p.k;
+    return;
+  }
   const int64_t chunk = (p.k + wanted - 1) / wanted;
   p.k_per_split = checked_int32((chunk + kSplitGranule - 1) / kSplitGranule * kSplitGranule, "K per split");
   p.splits = static_cast<int32_t>((p.k + p.k_per_split - 1) / p.k_per_split);
