@@ -4,7 +4,8 @@
 #   cases      tools/cuda_cases.py: every op, dtype and layout against float64 F.conv2d
 #   test       the pytest suite (its CUDA tests run because a GPU is present)
 #   sanitize   compute-sanitizer memcheck and racecheck over tools/cuda_cases.py, our kernels only
-#   bench      the benchmark suite of bench/ (results land in $OUT)
+#   bench      bench/run.py's forward comparisons (results land in $OUT/bench)
+#   bench-train  bench/run.py's forward+backward passes and bench/e2e.py
 #   profile    host time per call (bench/overhead.py), torch.profiler kernel tables and Nsight Compute
 #              reports of three layers: latency-bound (squeeze-excite), memory-bound, compute-bound
 # Usage: tools/gpu_check.sh [step ...]   (default: all, in that order). Logs go to $OUT (default ./gpu_out).
@@ -14,7 +15,7 @@ OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0a} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(build cases test sanitize bench)
+[ ${#steps[@]} -eq 0 ] && steps=(build cases test sanitize bench bench-train profile)
 status=0
 
 run_step() {  # name, command...: runs it, logs to $OUT/<name>.log, records pass/fail
@@ -42,14 +43,21 @@ for step in "${steps[@]}"; do
         run_step "sanitize-$tool" compute-sanitizer --tool "$tool" --kernel-regex kns=pointwise \
           --error-exitcode 1 python3 tools/cuda_cases.py
       done ;;
-    bench)  # the four forward comparisons plus the training-side passes
-      for config in "fp32 nchw forward" "tf32 nchw forward" "bf16 nchw forward" "bf16 channels_last forward" \
-                    "fp16 channels_last forward" "bf16 channels_last fwdbwd" "fp32 nchw fwdbwd"; do
+    bench|bench-train)  # bench: the forward comparisons; bench-train: fwd+bwd passes, end to end
+      if [ "$step" = bench ]; then
+        configs=("fp32 nchw forward" "tf32 nchw forward" "bf16 nchw forward" "bf16 channels_last forward"
+                 "fp16 channels_last forward")
+      else
+        configs=("bf16 channels_last fwdbwd" "fp32 nchw fwdbwd")
+      fi
+      for config in "${configs[@]}"; do
         set -- $config
         run_step "bench-$1-$2-$3" python3 bench/run.py --device cuda --dtype "$1" --layout "$2" --pass "$3" \
           --out "$OUT/bench"
       done
-      run_step bench-e2e python3 bench/e2e.py --device cuda --out "$OUT/bench" ;;
+      if [ "$step" = bench-train ]; then
+        run_step bench-e2e python3 bench/e2e.py --device cuda --dtype bf16 --layout channels_last --out "$OUT/bench"
+      fi ;;
     profile)
       run_step overhead python3 bench/overhead.py --device cuda --out "$OUT/bench"
       for layer in "effb0:1152>48@1" "mbv2:32>16@112" "r50:512>2048@7"; do
