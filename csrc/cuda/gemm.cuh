@@ -193,17 +193,26 @@ __device__ __forceinline__ uint32_t to_tf32(float x) {
   return r;
 }
 
-template <typename T>
-__device__ __forceinline__ uint32_t pack_pair(T lo, T hi) {
-  uint32_t r;
-  static_assert(sizeof(T) == 2, "pairs are of 16-bit elements");
-  r = uint32_t(*reinterpret_cast<const uint16_t*>(&lo)) | (uint32_t(*reinterpret_cast<const uint16_t*>(&hi)) << 16);
-  return r;
+// Four 8x8 matrices of 16-bit elements from shared memory into the mma fragment registers of a
+// warp: lane l gives the address of row l % 8 of matrix l / 8 (16 contiguous bytes, 16-byte
+// aligned) and receives, in register i, elements (l / 4, 2 (l % 4) + {0, 1}) of matrix i -- or of
+// its transpose with TRANS (PTX ISA, "ldmatrix"). TRANS reads fragments from tiles stored with the
+// m or n dimension contiguous, which the mma wants k-contiguous.
+template <bool TRANS>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row_address) {
+  const uint32_t address = static_cast<uint32_t>(__cvta_generic_to_shared(row_address));
+  if constexpr (TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address));
 }
 
 // Tensor cores: warps tile the block WARPS_M x WARPS_N; each warp owns MI x NI mma tiles of 16x8.
 // Fragments are read from the stage in its global orientation (fragment layouts: PTX ISA,
-// "Matrix Fragments for mma.m16n8k16" / "mma.m16n8k8" with .tf32).
+// "Matrix Fragments for mma.m16n8k16" / "mma.m16n8k8" with .tf32): by ldmatrix for 16-bit types,
+// element by element (with the conversion to TF32) for fp32.
 template <Math MATH, typename T, class Cfg, bool A_K, bool B_K>
 struct MmaEngine {
   static constexpr bool kTf32 = MATH == Math::kTf32;
@@ -211,7 +220,9 @@ struct MmaEngine {
   static constexpr int WTM = Cfg::BM / Cfg::WARPS_M, WTN = Cfg::BN / Cfg::WARPS_N;
   static constexpr int MI = WTM / 16, NI = WTN / 8;
   static_assert(WTM % 16 == 0 && WTN % 8 == 0, "warp tile must hold whole 16x8 mma tiles");
-  // Padding that keeps fragment reads free of bank conflicts (worked out for 4-byte words).
+  static_assert(kTf32 || NI % 2 == 0, "16-bit B fragments are loaded two n-blocks at a time");
+  // Row padding that keeps fragment reads free of bank conflicts: 16 bytes puts ldmatrix's eight
+  // 16-byte rows on distinct banks; TF32's 4-byte reads of m- or n-major tiles need 32.
   static constexpr int kPadK = 16, kPadMN = kTf32 ? 32 : 16;
   using Acc = float;
   float acc[MI][NI][4];
@@ -229,16 +240,23 @@ struct MmaEngine {
   template <int LDB>
   __device__ __forceinline__ static T b_at(const T* Bs, int k, int n) { return B_K ? Bs[n * LDB + k] : Bs[k * LDB + n]; }
 
-  // Two k-consecutive 16-bit elements of A at (m, k), k even, as one register.
+  // 16-bit fragments by ldmatrix. A's 16x16 fragment at (m0, k0) is four 8x8 matrices, in register
+  // order (m0, k0), (m0 + 8, k0), (m0, k0 + 8), (m0 + 8, k0 + 8); B's fragments for the two n-blocks
+  // at n0 and n0 + 8 are (k0, n0), (k0 + 8, n0), (k0, n0 + 8), (k0 + 8, n0 + 8).
   template <int LDA>
-  __device__ __forceinline__ static uint32_t a_pair(const T* As, int m, int k) {
-    if constexpr (A_K) return *reinterpret_cast<const uint32_t*>(As + m * LDA + k);
-    else return pack_pair(As[k * LDA + m], As[(k + 1) * LDA + m]);
+  __device__ __forceinline__ static void load_a16(uint32_t (&a)[4], const T* As, int m0, int k0, int lane) {
+    const int q = lane / 8, row = lane % 8;
+    const int m = m0 + (q % 2) * 8, k = k0 + (q / 2) * 8;
+    ldmatrix_x4<!A_K>(a, A_K ? As + (m + row) * LDA + k : As + (k + row) * LDA + m);
   }
   template <int LDB>
-  __device__ __forceinline__ static uint32_t b_pair(const T* Bs, int k, int n) {
-    if constexpr (B_K) return *reinterpret_cast<const uint32_t*>(Bs + n * LDB + k);
-    else return pack_pair(Bs[k * LDB + n], Bs[(k + 1) * LDB + n]);
+  __device__ __forceinline__ static void load_b16_pair(uint32_t (&b0)[2], uint32_t (&b1)[2], const T* Bs, int n0, int k0,
+                                                       int lane) {
+    const int q = lane / 8, row = lane % 8;
+    const int k = k0 + (q % 2) * 8, n = n0 + (q / 2) * 8;
+    uint32_t r[4];
+    ldmatrix_x4<!B_K>(r, B_K ? Bs + (n + row) * LDB + k : Bs + (k + row) * LDB + n);
+    b0[0] = r[0], b0[1] = r[1], b1[0] = r[2], b1[1] = r[3];
   }
 
   template <int LDA, int LDB>
@@ -249,31 +267,26 @@ struct MmaEngine {
 #pragma unroll
     for (int ks = 0; ks < Cfg::BK; ks += KSTEP) {
       uint32_t a[MI][4], b[NI][2];
+      if constexpr (kTf32) {
 #pragma unroll
-      for (int i = 0; i < MI; ++i) {
-        const int m = wm * WTM + i * 16 + g;
-        if constexpr (kTf32) {
+        for (int i = 0; i < MI; ++i) {
+          const int m = wm * WTM + i * 16 + g;
           a[i][0] = to_tf32(a_at<LDA>(As, m, ks + t));
           a[i][1] = to_tf32(a_at<LDA>(As, m + 8, ks + t));
           a[i][2] = to_tf32(a_at<LDA>(As, m, ks + t + 4));
           a[i][3] = to_tf32(a_at<LDA>(As, m + 8, ks + t + 4));
-        } else {
-          a[i][0] = a_pair<LDA>(As, m, ks + 2 * t);
-          a[i][1] = a_pair<LDA>(As, m + 8, ks + 2 * t);
-          a[i][2] = a_pair<LDA>(As, m, ks + 2 * t + 8);
-          a[i][3] = a_pair<LDA>(As, m + 8, ks + 2 * t + 8);
         }
-      }
 #pragma unroll
-      for (int j = 0; j < NI; ++j) {
-        const int n = wn * WTN + j * 8 + g;
-        if constexpr (kTf32) {
+        for (int j = 0; j < NI; ++j) {
+          const int n = wn * WTN + j * 8 + g;
           b[j][0] = to_tf32(b_at<LDB>(Bs, ks + t, n));
           b[j][1] = to_tf32(b_at<LDB>(Bs, ks + t + 4, n));
-        } else {
-          b[j][0] = b_pair<LDB>(Bs, ks + 2 * t, n);
-          b[j][1] = b_pair<LDB>(Bs, ks + 2 * t + 8, n);
         }
+      } else {
+#pragma unroll
+        for (int i = 0; i < MI; ++i) load_a16<LDA>(a[i], As, wm * WTM + i * 16, ks, lane);
+#pragma unroll
+        for (int j = 0; j < NI; j += 2) load_b16_pair<LDB>(b[j], b[j + 1], Bs, wn * WTN + j * 8, ks, lane);
       }
 #pragma unroll
       for (int i = 0; i < MI; ++i)
