@@ -19,8 +19,13 @@ def _fresh_like(t):
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-def test_cuda_graph_capture_and_replay(dtype, layout):
-    case = Case("graph", 8, 32, 48, 10, 9, stride=2, padding=1, groups=2)
+@pytest.mark.parametrize(
+    "case",
+    # the second one splits its channel reduction: a workspace allocated and a second kernel, captured
+    [Case("graph", 8, 32, 48, 10, 9, stride=2, padding=1, groups=2), Case("graph_split", 32, 1152, 48, 1, 1)],
+    ids=str,
+)
+def test_cuda_graph_capture_and_replay(case, dtype, layout):
     x = make_tensor(case.input_shape, layout, dtype, "cuda")
     w = torch.randn(case.weight_shape, device="cuda").to(dtype)
     b = torch.randn(case.c_out, device="cuda").to(dtype)
