@@ -263,11 +263,11 @@ struct MmaEngine {
   __device__ void mma_stage(const T* As, const T* Bs) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int wm = warp / Cfg::WARPS_N, wn = warp % Cfg::WARPS_N;
-    const int g = lane / 4, t = lane % 4;
 #pragma unroll
     for (int ks = 0; ks < Cfg::BK; ks += KSTEP) {
       uint32_t a[MI][4], b[NI][2];
       if constexpr (kTf32) {
+        const int g = lane / 4, t = lane % 4;
 #pragma unroll
         for (int i = 0; i < MI; ++i) {
           const int m = wm * WTM + i * 16 + g;
