@@ -15,7 +15,8 @@ at::Tensor conv_forward_autocast(const at::Tensor& input, const at::Tensor& weig
                                  const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual,
                                  at::IntArrayRef stride, at::IntArrayRef padding, int64_t groups,
                                  c10::string_view activation) {
-  const c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(device_type));
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(
+      at::autocast::get_autocast_dispatch_key_from_device_type(device_type));
   const at::ScalarType dtype = at::autocast::get_autocast_dtype(device_type);
   using at::autocast::cached_cast;
   return call_conv_forward(cached_cast(dtype, input, device_type), cached_cast(dtype, weight, device_type),

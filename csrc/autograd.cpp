@@ -110,12 +110,13 @@ struct ConvForward : torch::autograd::Function<ConvForward> {
     const bool needs_residual = ctx->saved_data["has_residual"].toBool() && ctx->needs_input_grad(edge++);
 
     const at::Tensor grad_z = activation_grad(grad_outputs[0], act, output, [&] {
-      return call_conv_forward(input, weight, optional_of(saved[2]), optional_of(saved[3]), conv.stride, conv.padding,
-                          conv.groups, "none");
+      return call_conv_forward(input, weight, optional_of(saved[2]), optional_of(saved[3]), conv.stride,
+                               conv.padding, conv.groups, "none");
     });
     at::Tensor grad_input, grad_weight, grad_bias, grad_residual;
     if (needs_input)
-      grad_input = call_conv_backward_input(grad_z, weight, input.sym_sizes(), conv.stride, conv.padding, conv.groups);
+      grad_input =
+          call_conv_backward_input(grad_z, weight, input.sym_sizes(), conv.stride, conv.padding, conv.groups);
     if (needs_weight) grad_weight = call_conv_backward_weight(grad_z, input, conv.stride, conv.padding, conv.groups);
     if (needs_bias) grad_bias = grad_z.sum({0, 2, 3});
     if (needs_residual) grad_residual = grad_z;
@@ -143,8 +144,8 @@ struct ConvBackwardInput : torch::autograd::Function<ConvBackwardInput> {
     const ConvParams conv = saved_conv(ctx);
     at::Tensor grad_grad_output, grad_weight;
     if (ctx->needs_input_grad(0))
-      grad_grad_output = call_conv_forward(grad_grad_input, weight, std::nullopt, std::nullopt, conv.stride, conv.padding,
-                                      conv.groups, "none");
+      grad_grad_output = call_conv_forward(grad_grad_input, weight, std::nullopt, std::nullopt, conv.stride,
+                                           conv.padding, conv.groups, "none");
     if (ctx->needs_input_grad(1))
       grad_weight = call_conv_backward_weight(grad_output, grad_grad_input, conv.stride, conv.padding, conv.groups);
     return {grad_grad_output, grad_weight, {}, {}, {}, {}};
@@ -170,11 +171,11 @@ struct ConvBackwardWeight : torch::autograd::Function<ConvBackwardWeight> {
     const ConvParams conv = saved_conv(ctx);
     at::Tensor grad_grad_output, grad_input;
     if (ctx->needs_input_grad(0))
-      grad_grad_output = call_conv_forward(input, grad_grad_weight, std::nullopt, std::nullopt, conv.stride, conv.padding,
-                                      conv.groups, "none");
+      grad_grad_output = call_conv_forward(input, grad_grad_weight, std::nullopt, std::nullopt, conv.stride,
+                                           conv.padding, conv.groups, "none");
     if (ctx->needs_input_grad(1))
-      grad_input = call_conv_backward_input(grad_output, grad_grad_weight, input.sym_sizes(), conv.stride, conv.padding,
-                                       conv.groups);
+      grad_input = call_conv_backward_input(grad_output, grad_grad_weight, input.sym_sizes(), conv.stride,
+                                            conv.padding, conv.groups);
     return {grad_grad_output, grad_input, {}, {}, {}};
   }
 };

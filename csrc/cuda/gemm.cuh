@@ -236,9 +236,13 @@ struct MmaEngine {
         for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
   }
   template <int LDA>
-  __device__ __forceinline__ static T a_at(const T* As, int m, int k) { return A_K ? As[m * LDA + k] : As[k * LDA + m]; }
+  __device__ __forceinline__ static T a_at(const T* As, int m, int k) {
+    return A_K ? As[m * LDA + k] : As[k * LDA + m];
+  }
   template <int LDB>
-  __device__ __forceinline__ static T b_at(const T* Bs, int k, int n) { return B_K ? Bs[n * LDB + k] : Bs[k * LDB + n]; }
+  __device__ __forceinline__ static T b_at(const T* Bs, int k, int n) {
+    return B_K ? Bs[n * LDB + k] : Bs[k * LDB + n];
+  }
 
   // 16-bit fragments by ldmatrix. A's 16x16 fragment at (m0, k0) is four 8x8 matrices, in register
   // order (m0, k0), (m0 + 8, k0), (m0, k0 + 8), (m0 + 8, k0 + 8); B's fragments for the two n-blocks
@@ -250,8 +254,8 @@ struct MmaEngine {
     ldmatrix_x4<!A_K>(a, A_K ? As + (m + row) * LDA + k : As + (k + row) * LDA + m);
   }
   template <int LDB>
-  __device__ __forceinline__ static void load_b16_pair(uint32_t (&b0)[2], uint32_t (&b1)[2], const T* Bs, int n0, int k0,
-                                                       int lane) {
+  __device__ __forceinline__ static void load_b16_pair(uint32_t (&b0)[2], uint32_t (&b1)[2], const T* Bs, int n0,
+                                                       int k0, int lane) {
     const int q = lane / 8, row = lane % 8;
     const int k = k0 + (q % 2) * 8, n = n0 + (q / 2) * 8;
     uint32_t r[4];
@@ -360,7 +364,8 @@ struct GemmKernel {
   // kernel that adds the splits up applies them). Where the partials' type differs from T (16-bit
   // inputs) that code is left out of the kernel altogether.
   static constexpr bool kFused = std::is_same_v<OutT, T>;
-  static constexpr size_t kTileBytes = ((kPipelineBytes > kEpilogueBytes ? kPipelineBytes : kEpilogueBytes) + 15) / 16 * 16;
+  static constexpr size_t kTileBytes =
+      ((kPipelineBytes > kEpilogueBytes ? kPipelineBytes : kEpilogueBytes) + 15) / 16 * 16;
 
   // Offsets of the block's fixed coordinates, computed once per block so that neither the K loop
   // nor the epilogue divides: A's rows and C's rows (m), B's columns and C's columns (n); -1 past

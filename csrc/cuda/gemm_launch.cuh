@@ -94,7 +94,8 @@ cudaError_t launch_large(const GemmProblem& p, cudaStream_t stream) {
 template <Math MATH, typename T>
 cudaError_t launch_gemm(const GemmProblem& p, TileShape shape, Reduction reduction, cudaStream_t stream) {
   if constexpr (std::is_same_v<T, double>) {  // one small tile for the float64 checks
-    if (reduction == Reduction::kPixels) return launch_oriented<MATH, T, DoubleTile, Reduction::kPixels, true>(p, stream);
+    if (reduction == Reduction::kPixels)
+      return launch_oriented<MATH, T, DoubleTile, Reduction::kPixels, true>(p, stream);
     if (p.splits > 1) return launch_oriented<MATH, T, DoubleTile, Reduction::kChannels, true>(p, stream);
     return launch_oriented<MATH, T, DoubleTile, Reduction::kChannels, false>(p, stream);
   } else {
@@ -121,7 +122,8 @@ __global__ void pointwise_finish_splits_kernel(const GemmProblem p, const Acc* _
     for (int32_t s = 1; s < p.splits; ++s) z += partials[s * count + i];
     const int32_t group = static_cast<int32_t>(i / per_group);
     const int64_t within = i - group * per_group;
-    const int32_t slow = static_cast<int32_t>(within / fast_len), fast = static_cast<int32_t>(within - int64_t(slow) * fast_len);
+    const int32_t slow = static_cast<int32_t>(within / fast_len);
+    const int32_t fast = static_cast<int32_t>(within - int64_t(slow) * fast_len);
     const int32_t m = p.c_m_contiguous ? fast : slow, n = p.c_m_contiguous ? slow : fast;
     const int64_t row = p.c.rows.offset(m), col = p.c.cols.offset(n);
     if (row < 0 || col < 0) continue;  // a pixel in the padding: no such output

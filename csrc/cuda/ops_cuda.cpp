@@ -142,7 +142,8 @@ TileShape choose_tile(const GemmProblem& p) {
   if (p.m <= 32) return TileShape::kNarrowM;
   if (p.n <= 32) return TileShape::kNarrowN;
   if (p.m > 64 && p.n > 64 && tile_count(p, TileShape::kLarge) >= enough) return TileShape::kLarge;
-  if (p.m <= 48 && tile_count(p, TileShape::kNarrowM) >= tile_count(p, TileShape::kMedium) / 2) return TileShape::kNarrowM;
+  if (p.m <= 48 && tile_count(p, TileShape::kNarrowM) >= tile_count(p, TileShape::kMedium) / 2)
+    return TileShape::kNarrowM;
   return TileShape::kMedium;
 }
 
