@@ -99,7 +99,10 @@ cudaError_t launch_gemm(const GemmProblem& p, TileShape shape, Reduction reducti
     if (p.splits > 1) return launch_oriented<MATH, T, DoubleTile, Reduction::kChannels, true>(p, stream);
     return launch_oriented<MATH, T, DoubleTile, Reduction::kChannels, false>(p, stream);
   } else {
-    if (reduction == Reduction::kPixels) return launch_large<MATH, T, Reduction::kPixels, true>(p, stream);
+    if (reduction == Reduction::kPixels) {
+      if (shape == TileShape::kMedium) return launch_oriented<MATH, T, MediumTile, Reduction::kPixels, true>(p, stream);
+      return launch_large<MATH, T, Reduction::kPixels, true>(p, stream);
+    }
     if (p.splits > 1) return launch_oriented<MATH, T, MediumTile, Reduction::kChannels, true>(p, stream);
     switch (shape) {
       case TileShape::kMedium: return launch_oriented<MATH, T, MediumTile, Reduction::kChannels, false>(p, stream);

@@ -13,7 +13,8 @@ namespace pointwise::cuda {
 // Launches the GEMM on `stream`. C receives partial sums in the accumulator type (float, or double
 // for double) instead of T, one set per split of the K range, when the GEMM reduces over pixels or
 // has more than one split; launch_finish_splits then adds them up. A split channel reduction runs
-// on the medium tile whatever `shape` says. Returns the launch's error code.
+// on the medium tile whatever `shape` says; a reduction over pixels on the large or medium one.
+// Returns the launch's error code.
 template <Math MATH, typename T>
 cudaError_t launch_gemm(const GemmProblem& problem, TileShape shape, Reduction reduction, cudaStream_t stream);
 

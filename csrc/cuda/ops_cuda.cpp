@@ -289,11 +289,14 @@ void backward_weight(const BackwardWeightArgs& args) {
   set_vectorization(p, es, es, nullptr);
 
   // The reduction over every pixel of the batch is long (~10^5) and the weight small: split it so
-  // the grid fills the GPU, each split writing its own fp32 partial, summed in a fixed order.
-  const int64_t tiles = tile_count(p, TileShape::kLarge);
+  // the grid fills the GPU, each split writing its own fp32 partial, summed in a fixed order. A
+  // weight of at most 64 x 64 per group takes the medium tile: in a large one most loads would be
+  // zero fill.
+  const TileShape shape = p.m <= 64 && p.n <= 64 ? TileShape::kMedium : TileShape::kLarge;
+  const int64_t tiles = tile_count(p, shape);
   const int64_t max_splits = std::max<int64_t>(1, p.k / (4 * kSplitGranule));
   set_splits(p, std::clamp<int64_t>((2 * multiprocessors() + tiles - 1) / tiles, 1, max_splits));
-  launch_split(p, args.input, TileShape::kLarge, Reduction::kPixels);
+  launch_split(p, args.input, shape, Reduction::kPixels);
 }
 
 std::string runtime_version_built() {
