@@ -357,23 +357,31 @@ struct GemmKernel {
   // The C tile is stored with the output's contiguous dimension contiguous ([n][m] for NHWC
   // outputs, [m][n] for NCHW), so the epilogue reads whole 16-byte vectors of it.
   static constexpr int kPadC = 16 / int(sizeof(Acc));
-  static constexpr size_t kPipelineBytes = size_t(STAGES) * (TileA::kElems + TileB::kElems) * sizeof(T);
+  static constexpr size_t kStageBytes = (TileA::kElems + TileB::kElems) * sizeof(T);
   static constexpr size_t kEpilogueBytes =
       sizeof(Acc) * (BM * (BN + kPadC) > BN * (BM + kPadC) ? BM * (BN + kPadC) : BN * (BM + kPadC));
   // Split GEMMs write partial sums without bias, residual or activation (the host passes none; the
   // kernel that adds the splits up applies them). Where the partials' type differs from T (16-bit
   // inputs) that code is left out of the kernel altogether.
   static constexpr bool kFused = std::is_same_v<OutT, T>;
-  static constexpr size_t kTileBytes =
-      ((kPipelineBytes > kEpilogueBytes ? kPipelineBytes : kEpilogueBytes) + 15) / 16 * 16;
 
   // Offsets of the block's fixed coordinates, computed once per block so that neither the K loop
   // nor the epilogue divides: A's rows and C's rows (m), B's columns and C's columns (n); -1 past
-  // the end of the GEMM or at a pixel in the padding. They live after the tiles in shared memory.
+  // the end of the GEMM or at a pixel in the padding. They open the block's shared memory; the
+  // pipeline's stages follow, and the C tile reuses the stages once the K loop is done.
   struct Offsets {
     int64_t a_m[BM], c_m[BM], b_n[BN], c_n[BN];
   };
-  static constexpr size_t kSmemBytes = kTileBytes + sizeof(Offsets);
+  static constexpr size_t kOffsetsBytes = (sizeof(Offsets) + 15) / 16 * 16;
+
+  // Shared memory for a GEMM whose blocks run at most k_tiles stages of K: a block never touches
+  // more than that many stages, so a short reduction (K <= 64 in most memory-bound layers) asks
+  // for less and more blocks fit on an SM.
+  __host__ __device__ static constexpr size_t smem_bytes(int k_tiles) {
+    const size_t stages = size_t(k_tiles < 1 ? 1 : (k_tiles < STAGES ? k_tiles : STAGES)) * kStageBytes;
+    return kOffsetsBytes + (stages > kEpilogueBytes ? stages : kEpilogueBytes);
+  }
+  static constexpr size_t kSmemBytes = smem_bytes(STAGES);
 
   __device__ static void compute_offsets(Offsets& off, const GemmProblem& p, int32_t m0, int32_t n0) {
     for (int i = threadIdx.x; i < BM; i += Cfg::kThreads) {
@@ -448,8 +456,8 @@ struct GemmKernel {
 
   __device__ static void run(const GemmProblem& p) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    T* smem = reinterpret_cast<T*>(smem_raw);
-    Offsets& off = *reinterpret_cast<Offsets*>(smem_raw + kTileBytes);
+    Offsets& off = *reinterpret_cast<Offsets*>(smem_raw);
+    T* smem = reinterpret_cast<T*>(smem_raw + kOffsetsBytes);
     const int32_t n0 = blockIdx.x * BN, m0 = blockIdx.y * BM;
     const int32_t group = blockIdx.z % p.groups, split = blockIdx.z / p.groups;
     const int32_t k_begin = split * p.k_per_split;
@@ -480,7 +488,7 @@ struct GemmKernel {
     }
     cp_async_wait<0>();
     __syncthreads();  // the pipeline's shared memory becomes the C tile
-    Acc* Cs = reinterpret_cast<Acc*>(smem_raw);
+    Acc* Cs = reinterpret_cast<Acc*>(smem_raw + kOffsetsBytes);
     if (p.c_m_contiguous) engine.store(Cs, 1, BM + kPadC);
     else engine.store(Cs, BN + kPadC, 1);
     __syncthreads();

@@ -33,7 +33,8 @@ cudaError_t launch_tile(const GemmProblem& p, cudaStream_t stream) {
   }
   const dim3 grid(static_cast<unsigned>((int64_t(p.n) + Cfg::BN - 1) / Cfg::BN),
                   static_cast<unsigned>((int64_t(p.m) + Cfg::BM - 1) / Cfg::BM), p.groups * p.splits);
-  kernel<<<grid, Cfg::kThreads, Kernel::kSmemBytes, stream>>>(p);
+  const int k_tiles = static_cast<int>((int64_t(p.k_per_split) + Cfg::BK - 1) / Cfg::BK);
+  kernel<<<grid, Cfg::kThreads, Kernel::smem_bytes(k_tiles), stream>>>(p);
   return cudaGetLastError();
 }
 
