@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pointwise_cuda as pw
-from reference import TOL, Case, assert_rel_close, make_tensor, poison_allocator, reference
+from reference import TOL, Case, assert_rel_close, make_tensor, poison_allocator, reference, rel_err
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -228,3 +228,18 @@ def test_poison_allocator_reaches_the_next_allocation():
     for shape in [(3, 5, 7, 2), (1000,), (64, 64, 1, 1)]:
         poison_allocator(shape, torch.bfloat16, "cuda")
         assert torch.empty(shape, dtype=torch.bfloat16, device="cuda").isnan().all()
+
+
+@pytest.mark.parametrize("precision", ["ieee", "tf32"])
+def test_tf32_follows_cudnn_conv_fp32_precision(precision):
+    # The newer API sets cuDNN's conv precision apart from its RNN one; F.conv2d follows the conv
+    # flag, and so must we (asking PyTorch for "the" cuDNN flag raises when the two differ).
+    torch.backends.cudnn.conv.fp32_precision = precision  # the RNN flag stays as pin_tf32 left it
+    case = Case("prec", 8, 256, 128, 14, 14)
+    x = make_tensor(case.input_shape, "nchw", torch.float32, "cuda")
+    w = torch.randn(case.weight_shape, device="cuda")
+    err = rel_err(pw.pointwise_conv2d(x, w), reference(x, w))
+    if precision == "ieee":
+        assert err < TOL[torch.float32], f"exact fp32 expected, relative error {err:.2e}"
+    else:
+        assert 2e-5 < err < 2e-3, f"TF32 expected, relative error {err:.2e}"

@@ -115,9 +115,12 @@ void launch(const GemmProblem& p, at::ScalarType dtype, TileShape shape, Reducti
   cudaError_t err = cudaSuccess;
   switch (dtype) {
     case at::kFloat:
-      // F.conv2d's rule: fp32 convolutions may use TF32 exactly when cudnn.allow_tf32 is set.
-      err = at::globalContext().allowTF32CuDNN() ? launch_gemm<Math::kTf32, float>(p, shape, reduction, stream)
-                                                 : launch_gemm<Math::kSimt, float>(p, shape, reduction, stream);
+      // F.conv2d's rule: fp32 convolutions may use TF32 exactly when cuDNN's convolutions may
+      // (torch.backends.cudnn.allow_tf32, or cudnn.conv.fp32_precision). Asking for the conv flag by
+      // name: without it PyTorch raises when conv and RNN precisions were set apart.
+      err = at::globalContext().allowTF32CuDNN(at::Float32Op::CONV)
+                ? launch_gemm<Math::kTf32, float>(p, shape, reduction, stream)
+                : launch_gemm<Math::kSimt, float>(p, shape, reduction, stream);
       break;
     case at::kDouble: err = launch_gemm<Math::kSimt, double>(p, shape, reduction, stream); break;
     case at::kHalf: err = launch_gemm<Math::kMma16, __half>(p, shape, reduction, stream); break;
