@@ -28,6 +28,11 @@ struct TileConfig {
   static constexpr int BM = BM_, BN = BN_, BK = BK_;
   static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, STAGES = STAGES_;
   static constexpr int kThreads = 32 * WARPS_M * WARPS_N;
+  // Blocks per SM the compiler must leave registers for (0: no bound). Two for 256-thread tiles, so
+  // at most 128 registers a thread: unbounded, the fp32 SIMT engine on the large tile took 180-210,
+  // one block (8 warps) per SM; at 128 it spills 4 bytes in two orientations (ptxas -v, sm_90a).
+  // None for smaller tiles: even a bound of 1 made ptxas use more registers there (64 -> ~108).
+  static constexpr int kMinBlocks = kThreads >= 256 ? 2 : 0;
   static_assert(STAGES >= 2, "the pipeline needs at least two stages");
   static_assert(BK % 16 == 0, "BK must hold whole mma k-steps (16 for bf16/fp16)");
 };
@@ -503,7 +508,7 @@ struct GemmKernel {
 };
 
 template <Math MATH, typename T, typename OutT, class Cfg, bool A_K, bool B_K, Reduction R>
-__global__ void __launch_bounds__(Cfg::kThreads) pointwise_gemm_kernel(const GemmProblem p) {
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) pointwise_gemm_kernel(const GemmProblem p) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   GemmKernel<MATH, T, OutT, Cfg, A_K, B_K, R>::run(p);
 #endif
