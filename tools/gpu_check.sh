@@ -64,7 +64,7 @@ for step in "${steps[@]}"; do
         tag=$(printf '%s' "$layer" | tr -c 'A-Za-z0-9' '_')
         run_step "torchprof-$tag" python3 bench/profile_torch.py --layer "$layer" --impl ours,conv --dtype bf16 \
           --layout channels_last --out "$OUT/profile"
-        OUT_DIR="$OUT/ncu" NAME="ncu-$tag" run_step "ncu-$tag" bench/profile_ncu.sh --layer "$layer" --dtype bf16 \
+        PYTHON=python3 OUT_DIR="$OUT/ncu" NAME="ncu-$tag" run_step "ncu-$tag" bench/profile_ncu.sh --layer "$layer" --dtype bf16 \
           --layout channels_last
       done ;;
     *) echo "unknown step $step"; exit 2 ;;
