@@ -111,6 +111,30 @@ def _grads_reference(case, x, w, b, r, activation, grad_out):
     return [None if t is None else t.grad for t in leaves]
 
 
+def _backward_ours(case, x, w, b, r, activation):
+    """Runs our op and its backward for a random grad_out (outputs poisoned first); returns grad_out."""
+    out = pw.pointwise_conv2d(x, w, b, case.stride, case.padding, 1, case.groups, activation=activation, residual=r)
+    grad_out = torch.randn_like(out)
+    poison_allocator(x.shape, x.dtype, x.device)  # where grad-input and grad-weight will be allocated
+    poison_allocator(w.shape, w.dtype, w.device)
+    out.backward(grad_out)
+    return grad_out
+
+
+def _conv2d_grads(case, x, w, b, r, activation, grad_out):
+    """The same loss's gradients by nn.Conv2d's own autograd, in x's dtype and on its device."""
+    conv = nn.Conv2d(case.c_in, case.c_out, 1, case.stride, case.padding, groups=case.groups, bias=b is not None,
+                     device=x.device, dtype=x.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        if b is not None:
+            conv.bias.copy_(b)
+    xc = x.detach().clone().requires_grad_(True)
+    rc = None if r is None else r.detach().clone().requires_grad_(True)
+    act64(conv(xc) + (rc if rc is not None else 0), activation).backward(grad_out)
+    return [xc.grad, conv.weight.grad, None if b is None else conv.bias.grad, None if rc is None else rc.grad]
+
+
 GRAD_CASES = [c for c in CASES if c.name in ("cin3_cout17", "cin63_cout63", "stride2_pad1x2", "groups4_stride2_pad1", "hw1_pad1", "odd_large")]
 
 
@@ -122,25 +146,9 @@ def test_grads_match_conv2d_fp32(device, case, layout, activation):
     index = GRAD_CASES.index(case) + ACTIVATIONS.index(activation)
     bias, residual = index % 3 != 2, index % 2 == 0
     x, w, b, r = _make(case, torch.float32, device, layout, bias, residual, _scale(activation))
-    out = pw.pointwise_conv2d(x, w, b, case.stride, case.padding, 1, case.groups, activation=activation, residual=r)
-    grad_out = torch.randn_like(out)
-    poison_allocator(x.shape, x.dtype, x.device)  # where grad-input and grad-weight will be allocated
-    poison_allocator(w.shape, w.dtype, w.device)
-    out.backward(grad_out)
+    grad_out = _backward_ours(case, x, w, b, r, activation)
     refs = _grads_reference(case, x, w, b, r, activation, grad_out)
-
-    # nn.Conv2d's own fp32 autograd, for the same loss.
-    conv = nn.Conv2d(case.c_in, case.c_out, 1, case.stride, case.padding, groups=case.groups, bias=bias, device=device)
-    with torch.no_grad():
-        conv.weight.copy_(w)
-        if bias:
-            conv.bias.copy_(b)
-    xc = x.detach().clone().requires_grad_(True)
-    rc = None if r is None else r.detach().clone().requires_grad_(True)
-    y = conv(xc) + (rc if rc is not None else 0)
-    act64(y, activation).backward(grad_out)
-    torch_grads = [xc.grad, conv.weight.grad, conv.bias.grad if bias else None, None if rc is None else rc.grad]
-
+    torch_grads = _conv2d_grads(case, x, w, b, r, activation, grad_out)
     for name, t, ref, tg in zip(("input", "weight", "bias", "residual"), (x, w, b, r), refs, torch_grads):
         if t is None:
             continue
@@ -249,20 +257,9 @@ def test_grads_low_precision(device, dtype, activation, layout):
     # Against float64 autograd from the same low-precision values, and against nn.Conv2d in dtype.
     case = Case("lp", 4, 24, 40, 9, 7, stride=2, padding=1, groups=2)
     x, w, b, r = _make(case, dtype, device, layout, True, True)
-    out = pw.pointwise_conv2d(x, w, b, case.stride, case.padding, 1, case.groups, activation=activation, residual=r)
-    grad_out = torch.randn_like(out)
-    poison_allocator(x.shape, x.dtype, x.device)  # where grad-input and grad-weight will be allocated
-    poison_allocator(w.shape, w.dtype, w.device)
-    out.backward(grad_out)
+    grad_out = _backward_ours(case, x, w, b, r, activation)
     refs = _grads_reference(case, x, w, b, r, activation, grad_out)
-
-    conv = nn.Conv2d(case.c_in, case.c_out, 1, case.stride, case.padding, groups=case.groups, device=device, dtype=dtype)
-    with torch.no_grad():
-        conv.weight.copy_(w)
-        conv.bias.copy_(b)
-    xc, rc = x.detach().clone().requires_grad_(True), r.detach().clone().requires_grad_(True)
-    act64(conv(xc) + rc, activation).backward(grad_out)
-    torch_grads = [xc.grad, conv.weight.grad, conv.bias.grad, rc.grad]
+    torch_grads = _conv2d_grads(case, x, w, b, r, activation, grad_out)
 
     tol = TOL[dtype] * (2 if activation else 1)  # the activation's backward rounds to dtype once more
     for name, t, ref, tg in zip(("input", "weight", "bias", "residual"), (x, w, b, r), refs, torch_grads):
@@ -278,18 +275,9 @@ def test_grads_low_precision(device, dtype, activation, layout):
 def test_grads_tf32_cuda(activation, layout, tf32_on):
     case = Case("tf32", 8, 96, 64, 14, 14, stride=2, padding=1, groups=2)
     x, w, b, r = _make(case, torch.float32, "cuda", layout, True, True, _scale(activation))
-    out = pw.pointwise_conv2d(x, w, b, case.stride, case.padding, 1, case.groups, activation=activation, residual=r)
-    grad_out = torch.randn_like(out)
-    poison_allocator(x.shape, x.dtype, x.device)  # where grad-input and grad-weight will be allocated
-    poison_allocator(w.shape, w.dtype, w.device)
-    out.backward(grad_out)
+    grad_out = _backward_ours(case, x, w, b, r, activation)
     refs = _grads_reference(case, x, w, b, r, activation, grad_out)
-    conv = nn.Conv2d(case.c_in, case.c_out, 1, case.stride, case.padding, groups=case.groups, device="cuda")
-    with torch.no_grad():
-        conv.weight.copy_(w)
-        conv.bias.copy_(b)
-    xc, rc = x.detach().clone().requires_grad_(True), r.detach().clone().requires_grad_(True)
-    act64(conv(xc) + rc, activation).backward(grad_out)
-    for name, t, ref, tg in zip(("input", "weight", "bias", "residual"), (x, w, b, r), refs, [xc.grad, conv.weight.grad, conv.bias.grad, rc.grad]):
+    torch_grads = _conv2d_grads(case, x, w, b, r, activation, grad_out)
+    for name, t, ref, tg in zip(("input", "weight", "bias", "residual"), (x, w, b, r), refs, torch_grads):
         assert_rel_close(t.grad, ref, 2e-3, f"TF32 grad {name} vs float64")
         assert_rel_close(t.grad, tg, 4e-3, f"TF32 grad {name} vs nn.Conv2d (TF32)")
