@@ -1,4 +1,4 @@
-// CUDA kernels: the tiled channel GEMM of gemm.cuh, driven from ops_cuda.cpp.
+// The CUDA ops (ops_cuda.cpp): conv_gemm.h's GEMMs on the tensors' GPU and its current stream.
 #pragma once
 
 #include <string>

@@ -11,14 +11,11 @@
 //      whichever layout that is.
 #pragma once
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include <cstdint>
 #include <type_traits>
 
 #include "cuda/gemm_problem.h"
+#include "cuda/hardware.cuh"
 
 namespace pointwise::cuda {
 
@@ -71,24 +68,6 @@ template <int ACTIVATION, typename A> __device__ __forceinline__ A activate(A z)
   else if constexpr (ACTIVATION == 4) return A(0.5) * z * (A(1) + erf(z * A(0.70710678118654752440)));  // gelu (erf)
   else return z;
 }
-
-// ---- cp.async (sm_80+) -------------------------------------------------------------------------
-
-// Copies BYTES from global to shared memory asynchronously; writes zeros when !valid.
-template <int BYTES>
-__device__ __forceinline__ void cp_async(void* smem, const void* gmem, bool valid) {
-  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  const int src_bytes = valid ? BYTES : 0;
-  if constexpr (BYTES == 16) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(src_bytes));
-  } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(dst), "l"(gmem), "n"(BYTES),
-                 "r"(src_bytes));
-  }
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int PENDING>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING)); }
 
 // ---- shared-memory tiles -------------------------------------------------------------------------
 
@@ -192,32 +171,11 @@ struct Engine<Math::kSimt, T, Cfg, A_K, B_K> {
   }
 };
 
-__device__ __forceinline__ uint32_t to_tf32(float x) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
-  return r;
-}
-
-// Four 8x8 matrices of 16-bit elements from shared memory into the mma fragment registers of a
-// warp: lane l gives the address of row l % 8 of matrix l / 8 (16 contiguous bytes, 16-byte
-// aligned) and receives, in register i, elements (l / 4, 2 (l % 4) + {0, 1}) of matrix i -- or of
-// its transpose with TRANS (PTX ISA, "ldmatrix"). TRANS reads fragments from tiles stored with the
-// m or n dimension contiguous, which the mma wants k-contiguous.
-template <bool TRANS>
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row_address) {
-  const uint32_t address = static_cast<uint32_t>(__cvta_generic_to_shared(row_address));
-  if constexpr (TRANS)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address));
-  else
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address));
-}
-
 // Tensor cores: warps tile the block WARPS_M x WARPS_N; each warp owns MI x NI mma tiles of 16x8.
 // Fragments are read from the stage in its global orientation (fragment layouts: PTX ISA,
-// "Matrix Fragments for mma.m16n8k16" / "mma.m16n8k8" with .tf32): by ldmatrix for 16-bit types,
-// element by element (with the conversion to TF32) for fp32.
+// "Matrix Fragments for mma.m16n8k16" / "mma.m16n8k8" with .tf32): by ldmatrix for 16-bit types
+// (its transposing form for tiles stored m- or n-contiguous, as the mma wants k-contiguous
+// fragments), element by element (with the conversion to TF32) for fp32.
 template <Math MATH, typename T, class Cfg, bool A_K, bool B_K>
 struct MmaEngine {
   static constexpr bool kTf32 = MATH == Math::kTf32;
@@ -305,25 +263,8 @@ struct MmaEngine {
   }
 
   __device__ __forceinline__ static void mma(float* d, const uint32_t* a, const uint32_t* b) {
-    if constexpr (kTf32) {
-      asm volatile(
-          "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-          "{%0,%1,%2,%3};\n"
-          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-    } else if constexpr (std::is_same_v<T, __half>) {
-      asm volatile(
-          "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-          "{%0,%1,%2,%3};\n"
-          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-    } else {
-      asm volatile(
-          "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-          "{%0,%1,%2,%3};\n"
-          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-    }
+    if constexpr (kTf32) mma_m16n8k8_tf32(d, a, b);
+    else mma_m16n8k16<T>(d, a, b);
   }
 
   // Writes the accumulators to Cs[m * ld_m + n * ld_n] (one of the two strides is 1).

@@ -24,18 +24,15 @@ cudaError_t launch_tile(const GemmProblem& p, cudaStream_t stream) {
   // Shared memory beyond 48 KB must be opted into, once per kernel and device.
   static std::atomic<bool> configured[64];
   int device = 0;
-  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
+  if (cudaError_t e = current_device(device); e != cudaSuccess) return e;
   if (device < 64 && !configured[device].load(std::memory_order_relaxed)) {
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(Kernel::kSmemBytes));
-    if (e != cudaSuccess) return e;
+    if (cudaError_t e = set_max_dynamic_smem(kernel, Kernel::kSmemBytes); e != cudaSuccess) return e;
     configured[device].store(true, std::memory_order_relaxed);
   }
   const dim3 grid(static_cast<unsigned>((int64_t(p.n) + Cfg::BN - 1) / Cfg::BN),
                   static_cast<unsigned>((int64_t(p.m) + Cfg::BM - 1) / Cfg::BM), p.groups * p.splits);
   const int k_tiles = static_cast<int>((int64_t(p.k_per_split) + Cfg::BK - 1) / Cfg::BK);
-  kernel<<<grid, Cfg::kThreads, Kernel::smem_bytes(k_tiles), stream>>>(p);
-  return cudaGetLastError();
+  return launch_kernel(kernel, grid, dim3(Cfg::kThreads), Kernel::smem_bytes(k_tiles), stream, p);
 }
 
 template <Math MATH, typename T, class Cfg, Reduction R, bool PARTIALS>
@@ -69,11 +66,10 @@ constexpr size_t kLeastBlockSmem = 99 * 1024;
 inline size_t block_smem_limit() {
   static std::atomic<int> cached[64];
   int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device >= 64) return kLeastBlockSmem;
+  if (current_device(device) != cudaSuccess || device >= 64) return kLeastBlockSmem;
   int bytes = cached[device].load(std::memory_order_relaxed);
   if (bytes == 0) {
-    if (cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess)
-      return kLeastBlockSmem;
+    if (block_smem_optin(bytes, device) != cudaSuccess) return kLeastBlockSmem;
     cached[device].store(bytes, std::memory_order_relaxed);
   }
   return static_cast<size_t>(bytes);
@@ -151,8 +147,8 @@ cudaError_t launch_finish_splits(const GemmProblem& p, const void* partials, cud
   const int threads = 256;
   const int64_t count = int64_t(p.groups) * p.m * p.n;
   const int64_t blocks = std::min<int64_t>((count + threads - 1) / threads, 4096);
-  pointwise_finish_splits_kernel<T, Acc><<<blocks, threads, 0, stream>>>(p, static_cast<const Acc*>(partials));
-  return cudaGetLastError();
+  return launch_kernel(&pointwise_finish_splits_kernel<T, Acc>, dim3(static_cast<unsigned>(blocks)), dim3(threads), 0,
+                       stream, p, static_cast<const Acc*>(partials));
 }
 
 }  // namespace pointwise::cuda

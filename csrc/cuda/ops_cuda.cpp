@@ -1,96 +1,17 @@
-// The CUDA ops: each describes its convolution as a channel GEMM (gemm_problem.h), picks the
-// math and tile shape, and launches gemm.cuh's kernel on the current stream of the tensors' device.
+// The CUDA ops: the device checks, guard and stream around conv_gemm.h's GEMMs, and their
+// registration for the CUDA dispatch key.
 // Only c10's CUDA headers: ATen/cuda/CUDAContext.h would pull in cuBLAS/cuSPARSE headers, which
 // a toolkit that ships just the compiler lacks.
-#include <ATen/Context.h>
-#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <torch/library.h>
 
-#include <limits>
-
+#include "cuda/conv_gemm.h"
 #include "cuda/cuda_kernels.h"
-#include "cuda/gemm_launch.h"
 
 namespace pointwise::cuda {
 namespace {
-
-// Split-K chunks are multiples of this, which every tile's BK divides.
-constexpr int32_t kSplitGranule = 32;
-
-int32_t checked_int32(int64_t value, const char* what) {
-  TORCH_CHECK(value <= std::numeric_limits<int32_t>::max(), "pointwise_conv2d on CUDA supports up to 2^31 - 1 ",
-              what, ", got ", value);
-  return static_cast<int32_t>(value);
-}
-
-// Whether the GEMM sees the activations with their channels contiguous. NHWC tensors have them so;
-// so do NCHW ones whose images are single pixels (squeeze-excite layers), where both layouts are
-// the same bytes: read that way their channels move as 16-byte vectors instead of one by one.
-bool channels_contiguous(const ConvGeometry& g) {
-  return g.channels_last || (g.in_pixels() == 1 && g.out_pixels() == 1);
-}
-
-// The layout's strides of an activation-sized tensor with `channels` channels on an h x w grid.
-struct ActivationLayout {
-  int64_t channel_stride, pixel_stride, image_stride;
-};
-ActivationLayout layout_of(const ConvGeometry& g, int64_t channels, int64_t h, int64_t w) {
-  return channels_contiguous(g) ? ActivationLayout{1, channels, channels * h * w}
-                                : ActivationLayout{h * w, 1, channels * h * w};
-}
-
-DimIndex channel_dim(int64_t stride) {
-  DimIndex d;
-  d.stride = stride;
-  return d;
-}
-
-// The GEMM's pixel dimension (the output grid, all images) on a tensor of the given grid:
-// the output's own grid, or the input's, which the stride and padding map onto.
-DimIndex pixel_dim(const ConvGeometry& g, const ActivationLayout& layout, bool input_grid) {
-  DimIndex d;
-  d.stride = layout.pixel_stride;
-  d.image_stride = layout.image_stride;
-  d.pixels = checked_int32(g.out_pixels(), "pixels per image");
-  d.grid_w = static_cast<int32_t>(g.out_w);
-  d.mapped = input_grid && !g.identity_pixel_map();
-  d.step_h = static_cast<int32_t>(g.stride_h);
-  d.step_w = static_cast<int32_t>(g.stride_w);
-  d.pad_h = static_cast<int32_t>(g.pad_h);
-  d.pad_w = static_cast<int32_t>(g.pad_w);
-  d.h = checked_int32(input_grid ? g.in_h : g.out_h, "rows");
-  d.w = checked_int32(input_grid ? g.in_w : g.out_w, "columns");
-  return d;
-}
-
-// Whether the operand's contiguous dimension can move as 16-byte vectors: every vector must start
-// aligned and lie wholly inside one image's unmapped pixels or one row's channels.
-bool vectorizable(const GemmOperand& op, const DimIndex& contiguous, int64_t extent, const DimIndex& other,
-                  size_t element_size, int64_t split_stride = 0) {
-  const int64_t v = 16 / static_cast<int64_t>(element_size);
-  auto aligned = [v](int64_t x) { return x % v == 0; };
-  if (reinterpret_cast<uintptr_t>(op.data) % 16 != 0) return false;
-  if (!aligned(op.group_stride) || !aligned(split_stride) || !aligned(extent)) return false;
-  if (contiguous.stride != 1) return false;
-  if (contiguous.pixels != 0 && (contiguous.mapped || !aligned(contiguous.pixels) || !aligned(contiguous.image_stride)))
-    return false;
-  return aligned(other.stride) && (other.pixels == 0 || aligned(other.image_stride));
-}
-
-void set_vectorization(GemmProblem& p, size_t element_size, size_t c_element_size, const void* residual) {
-  p.a.vectorized = p.a_k_contiguous ? vectorizable(p.a, p.a.cols, p.k, p.a.rows, element_size)
-                                    : vectorizable(p.a, p.a.rows, p.m, p.a.cols, element_size);
-  p.b.vectorized = p.b_k_contiguous ? vectorizable(p.b, p.b.rows, p.k, p.b.cols, element_size)
-                                    : vectorizable(p.b, p.b.cols, p.n, p.b.rows, element_size);
-  p.c.vectorized = (p.c_m_contiguous ? vectorizable(p.c, p.c.rows, p.m, p.c.cols, c_element_size, p.c_split_stride)
-                                     : vectorizable(p.c, p.c.cols, p.n, p.c.rows, c_element_size, p.c_split_stride)) &&
-                   reinterpret_cast<uintptr_t>(residual) % 16 == 0;
-}
 
 int device_attribute(cudaDeviceAttr attribute, int device) {
   int value = 0;
@@ -98,208 +19,40 @@ int device_attribute(cudaDeviceAttr attribute, int device) {
   return value;
 }
 
-int multiprocessors() { return device_attribute(cudaDevAttrMultiProcessorCount, c10::cuda::current_device()); }
-
-void check_device(const at::Tensor& t) {
-  const int major = device_attribute(cudaDevAttrComputeCapabilityMajor, t.get_device());
-  const int minor = device_attribute(cudaDevAttrComputeCapabilityMinor, t.get_device());
-  TORCH_CHECK(major >= 8, "pointwise_conv2d's CUDA kernels need compute capability 8.0 or newer (cp.async, ",
-              "mma.sync); ", t.device(), " has ", major, ".", minor);
-}
-
-// Runs the GEMM in the tensors' dtype.
-void launch(const GemmProblem& p, at::ScalarType dtype, TileShape shape, Reduction reduction) {
-  TORCH_CHECK(int64_t(p.groups) * p.splits <= 65535, "pointwise_conv2d on CUDA supports up to 65535 groups, got ",
-              p.groups);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  cudaError_t err = cudaSuccess;
-  switch (dtype) {
-    case at::kFloat:
-      // F.conv2d's rule: fp32 convolutions may use TF32 exactly when cuDNN's convolutions may
-      // (torch.backends.cudnn.allow_tf32, or cudnn.conv.fp32_precision). Asking for the conv flag by
-      // name: without it PyTorch raises when conv and RNN precisions were set apart.
-      err = at::globalContext().allowTF32CuDNN(at::Float32Op::CONV)
-                ? launch_gemm<Math::kTf32, float>(p, shape, reduction, stream)
-                : launch_gemm<Math::kSimt, float>(p, shape, reduction, stream);
-      break;
-    case at::kDouble: err = launch_gemm<Math::kSimt, double>(p, shape, reduction, stream); break;
-    case at::kHalf: err = launch_gemm<Math::kMma16, __half>(p, shape, reduction, stream); break;
-    case at::kBFloat16: err = launch_gemm<Math::kMma16, __nv_bfloat16>(p, shape, reduction, stream); break;
-    default: TORCH_CHECK(false, "unsupported dtype ", dtype);
+// Checks that the tensor's GPU can run the kernels, makes it current, and describes it.
+class DeviceScope {
+ public:
+  explicit DeviceScope(const at::Tensor& t) : guard_(t.device()) {
+    const int index = t.get_device();
+    const int major = device_attribute(cudaDevAttrComputeCapabilityMajor, index);
+    const int minor = device_attribute(cudaDevAttrComputeCapabilityMinor, index);
+    TORCH_CHECK(major >= 8, "pointwise_conv2d's CUDA kernels need compute capability 8.0 or newer (cp.async, ",
+                "mma.sync); ", t.device(), " has ", major, ".", minor);
+    device_.multiprocessors = device_attribute(cudaDevAttrMultiProcessorCount, index);
+    device_.stream = c10::cuda::getCurrentCUDAStream(index);
   }
-  C10_CUDA_CHECK(err);
-}
+  const Device& device() const { return device_; }
 
-size_t element_size(at::ScalarType dtype) { return c10::elementSize(dtype); }
-
-// Output tiles of the given shape over all groups: the GEMM's blocks when it is not split.
-int64_t tile_count(const GemmProblem& p, TileShape shape) {
-  const TileExtent t = tile_extent(shape);
-  return ((int64_t(p.m) + t.m - 1) / t.m) * ((int64_t(p.n) + t.n - 1) / t.n) * p.groups;
-}
-
-// The largest tile that still gives every SM about two blocks; narrow tiles where one GEMM side
-// is small, so that no block computes mostly padding.
-TileShape choose_tile(const GemmProblem& p) {
-  const int64_t enough = 2 * multiprocessors();
-  if (p.m <= 32) return TileShape::kNarrowM;
-  if (p.n <= 32) return TileShape::kNarrowN;
-  if (p.m > 64 && p.n > 64 && tile_count(p, TileShape::kLarge) >= enough) return TileShape::kLarge;
-  if (p.m <= 48 && tile_count(p, TileShape::kNarrowM) >= tile_count(p, TileShape::kMedium) / 2)
-    return TileShape::kNarrowM;
-  return TileShape::kMedium;
-}
-
-// Cuts the K range into about `wanted` chunks, each a multiple of kSplitGranule (one chunk: all of K).
-void set_splits(GemmProblem& p, int64_t wanted) {
-  if (wanted <= 1) {
-    p.splits = 1;
-    p.k_per_split = p.k;
-    return;
-  }
-  const int64_t chunk = (p.k + wanted - 1) / wanted;
-  p.k_per_split = checked_int32((chunk + kSplitGranule - 1) / kSplitGranule * kSplitGranule, "K per split");
-  p.splits = static_cast<int32_t>((p.k + p.k_per_split - 1) / p.k_per_split);
-}
-
-// Whether to split a channel reduction (forward, grad-input) along K: when its output tiles leave
-// SMs idle -- squeeze-excite layers at 1x1, few output channels on a 7x7 map -- into enough chunks
-// of at least two pipeline stages for about two medium tiles per SM. A first rule, not yet tuned
-// on a GPU. Sets p.splits and p.k_per_split.
-bool split_channel_reduction(GemmProblem& p, TileShape shape) {
-  const int64_t sms = multiprocessors();
-  if (tile_count(p, shape) >= sms) return false;
-  const int64_t medium = tile_count(p, TileShape::kMedium);
-  const int64_t wanted = std::min<int64_t>((2 * sms + medium - 1) / medium, p.k / (2 * kSplitGranule));
-  if (wanted < 2) return false;
-  set_splits(p, wanted);
-  return p.splits > 1;
-}
-
-// Runs `p` (its real output, bias, residual and activation) with its K range cut into p.splits
-// chunks: the GEMM writes each chunk's partial sums to a workspace in the accumulator type, laid
-// out like C with C's contiguous dimension fastest, and launch_finish_splits adds them in split
-// order and applies the epilogue into C.
-void launch_split(const GemmProblem& p, const at::Tensor& like, TileShape shape, Reduction reduction) {
-  const at::ScalarType dtype = like.scalar_type();
-  const at::ScalarType acc_dtype = dtype == at::kDouble ? at::kDouble : at::kFloat;
-  const int64_t count = int64_t(p.groups) * p.m * p.n;
-  at::Tensor partials = at::empty({p.splits, count}, like.options().dtype(acc_dtype));
-  GemmProblem q = p;
-  q.c = {partials.data_ptr(), int64_t(p.m) * p.n, channel_dim(p.c_m_contiguous ? 1 : p.n),
-         channel_dim(p.c_m_contiguous ? p.m : 1)};
-  q.c_split_stride = count;
-  q.bias = nullptr;
-  q.residual = nullptr;
-  q.activation = 0;
-  const size_t acc_size = element_size(acc_dtype);
-  q.c.vectorized = p.c_m_contiguous ? vectorizable(q.c, q.c.rows, q.m, q.c.cols, acc_size, count)
-                                    : vectorizable(q.c, q.c.cols, q.n, q.c.rows, acc_size, count);
-  launch(q, dtype, shape, reduction);
-
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const void* sums = partials.data_ptr();
-  cudaError_t err = cudaSuccess;
-  switch (dtype) {
-    case at::kFloat: err = launch_finish_splits<float>(p, sums, stream); break;
-    case at::kDouble: err = launch_finish_splits<double>(p, sums, stream); break;
-    case at::kHalf: err = launch_finish_splits<__half>(p, sums, stream); break;
-    case at::kBFloat16: err = launch_finish_splits<__nv_bfloat16>(p, sums, stream); break;
-    default: TORCH_CHECK(false, "unsupported dtype ", dtype);
-  }
-  C10_CUDA_CHECK(err);
-}
-
-// A channel reduction (forward, grad-input): split along K when its tiles leave SMs idle.
-void launch_channel_reduction(GemmProblem& p, const at::Tensor& like) {
-  const TileShape shape = choose_tile(p);
-  if (split_channel_reduction(p, shape)) launch_split(p, like, TileShape::kMedium, Reduction::kChannels);
-  else launch(p, like.scalar_type(), shape, Reduction::kChannels);
-}
+ private:
+  const c10::cuda::CUDAGuard guard_;
+  Device device_;
+};
 
 }  // namespace
 
 void forward(const ForwardArgs& args) {
-  const ConvGeometry& g = args.geometry;
-  check_device(args.input);
-  const c10::cuda::CUDAGuard guard(args.input.device());
-  const auto in = layout_of(g, g.in_channels, g.in_h, g.in_w);
-  const auto out = layout_of(g, g.out_channels, g.out_h, g.out_w);
-  GemmProblem p;
-  p.m = checked_int32(g.out_channels_per_group(), "output channels");
-  p.k = checked_int32(g.in_channels_per_group(), "input channels");
-  p.n = checked_int32(g.batch * g.out_pixels(), "pixels in the batch");
-  p.groups = checked_int32(g.groups, "groups");
-  p.k_per_split = p.k;
-  p.a = {args.weight.data_ptr(), int64_t(p.m) * p.k, channel_dim(p.k), channel_dim(1)};
-  p.b = {args.input.data_ptr(), p.k * in.channel_stride, channel_dim(in.channel_stride), pixel_dim(g, in, true)};
-  p.c = {args.output.data_ptr(), p.m * out.channel_stride, channel_dim(out.channel_stride), pixel_dim(g, out, false)};
-  p.a_k_contiguous = true;
-  p.b_k_contiguous = channels_contiguous(g);
-  p.c_m_contiguous = channels_contiguous(g);
-  p.bias = args.bias.defined() ? args.bias.data_ptr() : nullptr;
-  p.residual = args.residual.defined() ? args.residual.data_ptr() : nullptr;
-  p.activation = static_cast<int32_t>(args.activation);
-  const size_t es = element_size(args.input.scalar_type());
-  set_vectorization(p, es, es, p.residual);
-  launch_channel_reduction(p, args.input);
+  const DeviceScope scope(args.input);
+  C10_CUDA_CHECK(gemm_forward(args, scope.device()));
 }
 
 void backward_input(const BackwardInputArgs& args) {
-  const ConvGeometry& g = args.geometry;
-  check_device(args.grad_output);
-  const c10::cuda::CUDAGuard guard(args.grad_output.device());
-  const auto in = layout_of(g, g.in_channels, g.in_h, g.in_w);
-  const auto out = layout_of(g, g.out_channels, g.out_h, g.out_w);
-  GemmProblem p;  // grad_input[ci, pixel] = sum_co W[co, ci] grad_output[co, pixel]
-  p.m = checked_int32(g.in_channels_per_group(), "input channels");
-  p.k = checked_int32(g.out_channels_per_group(), "output channels");
-  p.n = checked_int32(g.batch * g.out_pixels(), "pixels in the batch");
-  p.groups = checked_int32(g.groups, "groups");
-  p.k_per_split = p.k;
-  p.a = {args.weight.data_ptr(), int64_t(p.m) * p.k, channel_dim(1), channel_dim(p.m)};
-  p.b = {args.grad_output.data_ptr(), p.k * out.channel_stride, channel_dim(out.channel_stride),
-         pixel_dim(g, out, false)};
-  p.c = {args.grad_input.data_ptr(), p.m * in.channel_stride, channel_dim(in.channel_stride), pixel_dim(g, in, true)};
-  p.a_k_contiguous = false;
-  p.b_k_contiguous = channels_contiguous(g);
-  p.c_m_contiguous = channels_contiguous(g);
-  const size_t es = element_size(args.grad_output.scalar_type());
-  set_vectorization(p, es, es, nullptr);
-  launch_channel_reduction(p, args.grad_output);
+  const DeviceScope scope(args.grad_output);
+  C10_CUDA_CHECK(gemm_backward_input(args, scope.device()));
 }
 
 void backward_weight(const BackwardWeightArgs& args) {
-  const ConvGeometry& g = args.geometry;
-  check_device(args.input);
-  const c10::cuda::CUDAGuard guard(args.input.device());
-  const auto in = layout_of(g, g.in_channels, g.in_h, g.in_w);
-  const auto out = layout_of(g, g.out_channels, g.out_h, g.out_w);
-  GemmProblem p;  // grad_weight[co, ci] = sum_pixel grad_output[co, pixel] input[ci, map(pixel)]
-  p.m = checked_int32(g.out_channels_per_group(), "output channels");
-  p.n = checked_int32(g.in_channels_per_group(), "input channels");
-  p.k = checked_int32(g.batch * g.out_pixels(), "pixels in the batch");
-  p.groups = checked_int32(g.groups, "groups");
-  p.a = {args.grad_output.data_ptr(), p.m * out.channel_stride, channel_dim(out.channel_stride),
-         pixel_dim(g, out, false)};
-  p.b = {args.input.data_ptr(), p.n * in.channel_stride, pixel_dim(g, in, true), channel_dim(in.channel_stride)};
-  p.a_k_contiguous = !channels_contiguous(g);
-  p.b_k_contiguous = !channels_contiguous(g);
-
-  p.c = {args.grad_weight.data_ptr(), int64_t(p.m) * p.n, channel_dim(p.n), channel_dim(1)};
-  p.c_m_contiguous = false;
-  const size_t es = element_size(args.input.scalar_type());
-  set_vectorization(p, es, es, nullptr);
-
-  // The reduction over every pixel of the batch is long (~10^5) and the weight small: split it so
-  // the grid fills the GPU, each split writing its own fp32 partial, summed in a fixed order. A
-  // weight of at most 64 x 64 per group takes the medium tile: in a large one most loads would be
-  // zero fill.
-  const TileShape shape = p.m <= 64 && p.n <= 64 ? TileShape::kMedium : TileShape::kLarge;
-  const int64_t tiles = tile_count(p, shape);
-  const int64_t max_splits = std::max<int64_t>(1, p.k / (4 * kSplitGranule));
-  set_splits(p, std::clamp<int64_t>((2 * multiprocessors() + tiles - 1) / tiles, 1, max_splits));
-  launch_split(p, args.input, shape, Reduction::kPixels);
+  const DeviceScope scope(args.input);
+  C10_CUDA_CHECK(gemm_backward_weight(args, scope.device()));
 }
 
 std::string runtime_version_built() {

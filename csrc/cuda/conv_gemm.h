@@ -1,0 +1,25 @@
+// The three convolutions as channel GEMMs (gemm_problem.h): the problem each op describes, the tile
+// shape and split-K it picks, and the launches of gemm_launch.h. Device-independent host code, so
+// that the same planning runs on a GPU (ops_cuda.cpp) and on the CPU emulator of the tests
+// (tests/emulator/), which runs the kernels of gemm.cuh there.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "conv_args.h"
+
+namespace pointwise::cuda {
+
+// The device the kernels run on, as the planning needs it.
+struct Device {
+  int multiprocessors = 0;
+  cudaStream_t stream = nullptr;
+};
+
+// Each returns the first launch error. User errors (sizes past the kernels' limits) raise before
+// any launch.
+cudaError_t gemm_forward(const ForwardArgs& args, const Device& device);
+cudaError_t gemm_backward_input(const BackwardInputArgs& args, const Device& device);
+cudaError_t gemm_backward_weight(const BackwardWeightArgs& args, const Device& device);
+
+}  // namespace pointwise::cuda
