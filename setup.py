@@ -10,37 +10,15 @@ Environment switches:
 
 import glob
 import os
-import re
-import shutil
-import subprocess
+import sys
 
 from setuptools import find_packages, setup
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
+from cuda_toolkit import find_cuda_home  # noqa: E402
+
 # Covers Ampere and Hopper with machine code, and newer GPUs through the PTX of the newest.
 DEFAULT_CUDA_ARCH_LIST = "8.0;9.0+PTX"
-
-
-def find_cuda_home():
-    """The CUDA toolkit folder: $CUDA_HOME, else the folder that nvcc really runs from.
-
-    torch guesses dirname(dirname(which nvcc)), which is wrong when the nvcc on PATH
-    is a wrapper script outside the toolkit; `nvcc --dryrun` prints the real TOP.
-    """
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        if os.environ.get(var):
-            return os.environ[var]
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        return "/usr/local/cuda" if os.path.exists("/usr/local/cuda/bin/nvcc") else None
-    try:
-        dryrun = subprocess.run([nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
-                                capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.search(r"^#\$ TOP=(.+)$", dryrun.stdout + dryrun.stderr, re.MULTILINE)
-    if match is None:
-        return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
-    return os.path.realpath(match.group(1).strip())
 
 
 cuda_home = None if os.environ.get("POINTWISE_CUDA_FORCE_CPU") == "1" else find_cuda_home()
