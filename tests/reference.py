@@ -86,6 +86,18 @@ CASES = [
 ]
 
 
+# Channel reductions whose output tiles alone would leave most SMs idle, so the forward or the
+# grad-input cuts K into chunks (fp32 partials, added in a fixed order by a second kernel that also
+# applies the epilogue): a squeeze-excite layer, few output channels on a 7x7 map, a strided
+# grad-input that scatters through the pixel map, and a grouped one.
+SPLIT_CASES = [
+    Case("se_1152_48", 32, 1152, 48, 1, 1),
+    Case("cout40_7x7", 4, 576, 40, 7, 7),
+    Case("gradin_scatter", 2, 40, 600, 7, 7, stride=2, padding=1),
+    Case("groups2", 8, 256, 64, 3, 3, groups=2),
+]
+
+
 def make_tensor(shape, layout="nchw", dtype=torch.float32, device="cpu", scale=1.0):
     """A fresh random (normal) tensor of `shape` with the memory layout `layout`.
 
@@ -113,6 +125,22 @@ def make_tensor(shape, layout="nchw", dtype=torch.float32, device="cpu", scale=1
     assert t.shape == (n, c, h, w)
     if layout in ("slice", "permuted", "channels_last_slice") and t.numel() > 1:
         assert not t.is_contiguous() and not t.is_contiguous(memory_format=torch.channels_last)
+    return t
+
+
+def misaligned(shape, dtype, device, channels_last=False):
+    """A fresh random tensor of `shape` whose data starts one element into its storage."""
+    numel = 1
+    for s in shape:
+        numel *= s
+    flat = torch.randn(numel + 1, dtype=torch.float64, device=device).to(dtype)[1:]
+    assert flat.storage_offset() == 1
+    if channels_last and len(shape) == 4:
+        n, c, h, w = shape
+        t = flat.view(n, h, w, c).permute(0, 3, 1, 2)
+        assert t.is_contiguous(memory_format=torch.channels_last)
+    else:
+        t = flat.view(shape)
     return t
 
 

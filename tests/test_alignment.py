@@ -5,23 +5,7 @@ import pytest
 import torch
 
 import pointwise_cuda as pw
-from reference import DEVICES, TOL, assert_rel_close, reference
-
-
-def misaligned(shape, dtype, device, channels_last=False):
-    """A fresh random tensor of `shape` whose data starts one element into its storage."""
-    numel = 1
-    for s in shape:
-        numel *= s
-    flat = torch.randn(numel + 1, dtype=torch.float64, device=device).to(dtype)[1:]
-    assert flat.storage_offset() == 1
-    if channels_last and len(shape) == 4:
-        n, c, h, w = shape
-        t = flat.view(n, h, w, c).permute(0, 3, 1, 2)
-        assert t.is_contiguous(memory_format=torch.channels_last)
-    else:
-        t = flat.view(shape)
-    return t
+from reference import DEVICES, TOL, assert_rel_close, misaligned, reference
 
 
 SHAPES = [

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pointwise_cuda as pw
-from reference import TOL, Case, assert_rel_close, make_tensor, poison_allocator, reference, rel_err
+from reference import SPLIT_CASES, TOL, Case, assert_rel_close, make_tensor, poison_allocator, reference, rel_err
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -144,18 +144,6 @@ def test_bitwise_deterministic_gradients(dtype, tf32, layout):
     second = _all_outputs(case, layout, dtype, seed=5)
     for name, a, b in zip(("output", "grad input", "grad weight", "grad bias", "grad residual"), first, second):
         assert torch.equal(a, b), f"{name} differs between two identical runs"
-
-
-# Channel reductions whose output tiles alone would leave most SMs idle, so the forward or the
-# grad-input cuts K into chunks (fp32 partials, added in a fixed order by a second kernel that also
-# applies the epilogue): a squeeze-excite layer, few output channels on a 7x7 map, a strided
-# grad-input that scatters through the pixel map, and a grouped one.
-SPLIT_CASES = [
-    Case("se_1152_48", 32, 1152, 48, 1, 1),
-    Case("cout40_7x7", 4, 576, 40, 7, 7),
-    Case("gradin_scatter", 2, 40, 600, 7, 7, stride=2, padding=1),
-    Case("groups2", 8, 256, 64, 3, 3, groups=2),
-]
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
