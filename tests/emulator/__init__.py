@@ -1,0 +1,68 @@
+"""The package's CUDA kernels and GEMM planning, compiled as C++ and run on the CPU.
+
+`load()` builds (once; ninja rebuilds what changed) an extension of csrc/cuda's gemm_*.cu kernel
+units, conv_gemm.cpp and conv_args.cpp, with this folder's cuda/hardware.cuh standing in for the
+real one: PTX instructions and kernel launches carried out by runtime.cpp. What it checks that a
+CPU test otherwise cannot: tile indexing, the cp.async pipeline, ldmatrix/mma fragment layouts,
+split-K and the epilogues, against float64 references, on every CI run. What it cannot: speed,
+registers, and memory-model or bounds errors that only a GPU (and compute-sanitizer) shows.
+"""
+
+import importlib.util
+import os
+import pathlib
+
+import torch.utils.cpp_extension
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+BUILD_DIR = REPO / "build" / "emulator"
+
+
+class ToolkitNotFound(RuntimeError):
+    """No CUDA toolkit headers to compile the emulator against."""
+
+
+def _find_cuda_home():
+    spec = importlib.util.spec_from_file_location("cuda_toolkit", REPO / "tools" / "cuda_toolkit.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.find_cuda_home()
+
+
+def cuda_include_dir():
+    """The toolkit's include folder (cuda_runtime.h, cuda_bf16.h, ...), or None."""
+    home = _find_cuda_home()
+    if home and (pathlib.Path(home) / "include" / "cuda_runtime.h").exists():
+        return str(pathlib.Path(home) / "include")
+    return None
+
+
+def load(verbose=False):
+    """The built emulator module (conv_forward, conv_backward_input, conv_backward_weight, ...)."""
+    include = cuda_include_dir()
+    if include is None:
+        raise ToolkitNotFound("the CUDA emulator needs the CUDA toolkit's headers: set CUDA_HOME or put nvcc on PATH")
+    # One small C++ file per kernel unit (each #includes its .cu) keeps the heavy templates in
+    # parallel compile jobs, as in the real build.
+    sources_dir = BUILD_DIR / "sources"
+    sources_dir.mkdir(parents=True, exist_ok=True)
+    units = []
+    for cu in sorted((REPO / "csrc" / "cuda").glob("gemm_*.cu")):
+        unit = sources_dir / (cu.stem + ".cpp")
+        text = f'#include "cuda/{cu.name}"\n'
+        if not unit.exists() or unit.read_text() != text:
+            unit.write_text(text)
+        units.append(str(unit))
+    sources = [str(HERE / "runtime.cpp"), str(HERE / "bindings.cpp"), str(REPO / "csrc" / "conv_args.cpp"),
+               str(REPO / "csrc" / "cuda" / "conv_gemm.cpp")] + units
+    os.environ.setdefault("MAX_JOBS", "2")
+    return torch.utils.cpp_extension.load(
+        name="pointwise_emulator",
+        sources=sources,
+        # This folder first: its cuda/hardware.cuh replaces csrc/cuda/hardware.cuh.
+        extra_include_paths=[str(HERE), str(REPO / "csrc"), include],
+        extra_cflags=["-O1", "-fvisibility=hidden"],
+        build_directory=str(BUILD_DIR),
+        verbose=verbose,
+    )

@@ -1,0 +1,70 @@
+// The emulated CUDA ops for Python: the package's own argument handling (conv_args.cpp) and GEMM
+// planning (conv_gemm.cpp) around the kernels of gemm.cuh, run by the emulator on CPU tensors.
+#include <torch/extension.h>
+
+#include "conv_args.h"
+#include "cuda/conv_gemm.h"
+#include "runtime.h"
+
+namespace {
+
+using namespace pointwise;
+
+cuda::Device emulated_device() {
+  return {emulator::device_spec(emulator::current_device()).multiprocessors, nullptr};
+}
+
+void check(cudaError_t err) {
+  TORCH_CHECK(err == cudaSuccess, "emulated CUDA launch failed (cudaError ", static_cast<int>(err),
+              "): ", emulator::last_error());
+}
+
+void forward(const ForwardArgs& args) { check(cuda::gemm_forward(args, emulated_device())); }
+void backward_input(const BackwardInputArgs& args) { check(cuda::gemm_backward_input(args, emulated_device())); }
+void backward_weight(const BackwardWeightArgs& args) { check(cuda::gemm_backward_weight(args, emulated_device())); }
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "pointwise_cuda's CUDA kernels and planning, run on the CPU by tests/emulator";
+  m.def(
+      "conv_forward",
+      [](const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+         const std::optional<at::Tensor>& residual, std::vector<int64_t> stride, std::vector<int64_t> padding,
+         int64_t groups, const std::string& activation) {
+        return run_forward<forward>(input, weight, bias, residual, stride, padding, groups, activation);
+      },
+      "torch.ops.pointwise_cuda.conv_forward, emulated");
+  m.def(
+      "conv_backward_input",
+      [](const at::Tensor& grad_output, const at::Tensor& weight, std::vector<int64_t> input_size,
+         std::vector<int64_t> stride, std::vector<int64_t> padding, int64_t groups) {
+        return run_backward_input<backward_input>(grad_output, weight, input_size, stride, padding, groups);
+      },
+      "torch.ops.pointwise_cuda.conv_backward_input, emulated");
+  m.def(
+      "conv_backward_weight",
+      [](const at::Tensor& grad_output, const at::Tensor& input, std::vector<int64_t> stride,
+         std::vector<int64_t> padding, int64_t groups) {
+        return run_backward_weight<backward_weight>(grad_output, input, stride, padding, groups);
+      },
+      "torch.ops.pointwise_cuda.conv_backward_weight, emulated");
+  m.def("devices", [] {
+    std::vector<std::string> names;
+    for (const auto& spec : emulator::devices()) names.emplace_back(spec.name);
+    return names;
+  }, "The emulated GPUs, by index.");
+  m.def("set_device", &emulator::set_device, "Emulate the GPU of this index in devices().");
+  m.def("set_copy_landing", [](const std::string& when) {
+    TORCH_CHECK(when == "late" || when == "early", "copy landing must be 'late' or 'early', got '", when, "'");
+    emulator::set_copy_landing(when == "late" ? emulator::CopyLanding::kLate : emulator::CopyLanding::kEarly);
+  }, "When cp.async copies land: 'late' (at the wait that covers them) or 'early' (at once).");
+  m.def("launches", [] {
+    std::vector<std::tuple<std::vector<unsigned>, unsigned, size_t>> out;
+    for (const auto& r : emulator::launches())
+      out.emplace_back(std::vector<unsigned>{r.grid.x, r.grid.y, r.grid.z}, r.block.x * r.block.y * r.block.z,
+                       r.smem_bytes);
+    return out;
+  }, "The launches since clear_launches(): (grid, threads a block, dynamic shared memory bytes).");
+  m.def("clear_launches", &emulator::clear_launches);
+}

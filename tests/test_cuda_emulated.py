@@ -1,0 +1,181 @@
+"""The CUDA kernels and their planning (csrc/cuda), run on the CPU by tests/emulator, against float64.
+
+The emulator compiles gemm.cuh, gemm_launch.cuh and conv_gemm.cpp unchanged; PTX instructions and
+launches are carried out by tests/emulator/runtime.cpp: fragment layouts written from the PTX ISA,
+cp.async copies landing as late as PTX allows, NaN-filled shared memory, the launch limits of the
+runtime. So every CI run checks the CUDA code's indexing, pipeline, fragments, split-K and epilogues
+without a GPU. It does not replace test_cuda.py, tools/cuda_cases.py or compute-sanitizer on a GPU:
+no timing, no registers, no global-memory bounds, and barriers are the only memory model.
+"""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import emulator
+from reference import (
+    ACTIVATIONS,
+    CASES,
+    SPLIT_CASES,
+    TF32_TOL,
+    TOL,
+    Case,
+    _pair,
+    assert_rel_close,
+    make_tensor,
+    misaligned,
+    poison_allocator,
+    reference,
+)
+
+# name -> (dtype, TF32 allowed, relative error bound of the forward and grad-input)
+DTYPES = {
+    "f64": (torch.float64, False, TOL[torch.float64]),
+    "f32": (torch.float32, False, TOL[torch.float32]),
+    "tf32": (torch.float32, True, TF32_TOL),
+    "f16": (torch.float16, False, TOL[torch.float16]),
+    "bf16": (torch.bfloat16, False, TOL[torch.bfloat16]),
+}
+# Grad-weight sums N * P products per element instead of C_in or C_out.
+GRAD_WEIGHT_SLACK = 4
+LAYOUTS = ["nchw", "channels_last", "misaligned_nchw", "misaligned_channels_last"]
+# The emulated GPUs (emulator.devices()): an H100, an sm_86 with 99 KB of shared memory a block
+# (the large tile does not fit for 4-byte types), and a 4-SM GPU on which small problems get large tiles.
+H100, SM86, FOUR_SMS = 0, 1, 2
+
+
+@pytest.fixture(scope="module")
+def emu():
+    try:
+        module = emulator.load()
+    except emulator.ToolkitNotFound as e:
+        if os.environ.get("POINTWISE_REQUIRE_EMULATOR") == "1":
+            raise
+        pytest.skip(str(e))
+    yield module
+    module.set_device(H100)
+    module.set_copy_landing("late")
+
+
+@pytest.fixture
+def on_device(emu):
+    """Emulates the GPU of the given index for one test."""
+
+    def select(index):
+        emu.set_device(index)
+
+    yield select
+    emu.set_device(H100)
+
+
+def _tensor(shape, layout, dtype):
+    """Fresh random values of `shape` in `layout`; misaligned layouts start one element into their storage."""
+    if layout.startswith("misaligned"):
+        return misaligned(shape, dtype, "cpu", channels_last=layout.endswith("channels_last"))
+    if len(shape) == 4:
+        return make_tensor(shape, layout, dtype)
+    return torch.randn(shape, dtype=torch.float64).to(dtype)
+
+
+def _check_ops(emu, case: Case, dtype_name, layout, activation=None, bias=True, residual=False):
+    """Runs the three emulated ops once on fresh inputs and checks each against float64."""
+    dtype, tf32, tol = DTYPES[dtype_name]
+    torch.backends.cudnn.allow_tf32 = tf32  # restored by the pin_tf32 fixture
+    stride, padding = list(_pair(case.stride)), list(_pair(case.padding))
+    x = _tensor(case.input_shape, layout, dtype)
+    w = _tensor(case.weight_shape, "misaligned_nchw" if layout.startswith("misaligned") else "nchw", dtype)
+    b = _tensor((case.c_out,), "nchw", dtype) if bias else None
+    r = _tensor(case.output_shape, layout, dtype) if residual else None
+    grad = _tensor(case.output_shape, layout, dtype)
+
+    poison_allocator(case.output_shape, dtype, "cpu")
+    out = emu.conv_forward(x, w, b, r, stride, padding, case.groups, activation or "none")
+    assert out.dtype == dtype and out.shape == case.output_shape
+    assert_rel_close(out, reference(x, w, b, case.stride, case.padding, case.groups, activation, r), tol, "forward")
+
+    x64 = x.double().requires_grad_(True)
+    w64 = w.double().requires_grad_(True)
+    F.conv2d(x64, w64, None, case.stride, case.padding, 1, case.groups).backward(grad.double())
+    poison_allocator(case.input_shape, dtype, "cpu")
+    grad_input = emu.conv_backward_input(grad, w, list(case.input_shape), stride, padding, case.groups)
+    assert_rel_close(grad_input, x64.grad, tol, "grad input")
+    poison_allocator(case.weight_shape, dtype, "cpu")
+    grad_weight = emu.conv_backward_weight(grad, x, stride, padding, case.groups)
+    assert_rel_close(grad_weight, w64.grad, tol * (1 if dtype == torch.float64 else GRAD_WEIGHT_SLACK), "grad weight")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype_name", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_sweep(emu, case, dtype_name, layout):
+    _check_ops(emu, case, dtype_name, layout)
+
+
+EPILOGUE_CASES = [c for c in CASES if c.name in ("cin63_cout63", "stride2_pad1x2", "groups3", "odd_large")]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "misaligned_channels_last"])
+@pytest.mark.parametrize("dtype_name", ["f32", "bf16"])
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
+@pytest.mark.parametrize("case", EPILOGUE_CASES, ids=str)
+def test_fused_epilogue(emu, case, activation, dtype_name, layout):
+    _check_ops(emu, case, dtype_name, layout, activation=activation, residual=True)
+
+
+def _launch_threads(emu):
+    return [threads for _, threads, _ in emu.launches()]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype_name", ["f64", "f32", "tf32", "bf16"])
+@pytest.mark.parametrize("case", SPLIT_CASES, ids=str)
+def test_split_channel_reductions(emu, case, dtype_name, layout):
+    """Few output tiles on a 132-SM GPU: the forward and grad-input cut K and a second kernel adds
+    the partials (with the epilogue)."""
+    emu.clear_launches()
+    _check_ops(emu, case, dtype_name, layout, activation="silu", residual=True)
+    groups_of_splits = [grid[2] for grid, _, smem in emu.launches() if smem > 0]
+    assert max(groups_of_splits) > case.groups, "no split GEMM was launched"
+    assert any(smem == 0 for _, _, smem in emu.launches()), "no kernel added the split partials"
+
+
+# m and n over 64 and at least 8 tiles of 128 x 128: the large tile on the 4-SM GPU.
+LARGE_TILE = Case("large_tile", 2, 64, 160, 16, 16)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "misaligned_nchw"])
+@pytest.mark.parametrize("dtype_name", DTYPES)
+def test_large_tile(emu, on_device, dtype_name, layout):
+    on_device(FOUR_SMS)
+    emu.clear_launches()
+    _check_ops(emu, LARGE_TILE, dtype_name, layout, activation="relu", residual=True)
+    if dtype_name != "f64":  # float64 has one small tile
+        assert 256 in _launch_threads(emu), "the large tile (256 threads) never ran"
+
+
+@pytest.mark.parametrize("dtype_name", ["f32", "tf32", "bf16"])
+def test_large_tile_falls_back_where_it_does_not_fit(emu, on_device, dtype_name):
+    """On a GPU granting 99 KB a block, 4-byte types run the medium tile instead of failing."""
+    on_device(SM86)
+    emu.clear_launches()
+    # grad-weight takes the large tile for any m or n over 64, whatever the SM count
+    _check_ops(emu, LARGE_TILE, dtype_name, "nchw")
+    limit = 99 * 1024
+    assert all(smem <= limit for _, _, smem in emu.launches())
+    if dtype_name == "bf16":  # 16-bit tiles fit in 99 KB: the large tile stays
+        assert 256 in _launch_threads(emu)
+
+
+@pytest.mark.parametrize("dtype_name", ["f32", "tf32", "f16"])
+@pytest.mark.parametrize("case", [CASES[-1], SPLIT_CASES[1], LARGE_TILE], ids=str)
+def test_early_copy_landing(emu, on_device, case, dtype_name):
+    """cp.async copies that land the moment they are issued: a stage overwritten while another
+    thread still reads it would show up here (late landing shows stages read before they arrive)."""
+    on_device(FOUR_SMS if case is LARGE_TILE else H100)
+    emu.set_copy_landing("early")
+    try:
+        _check_ops(emu, case, dtype_name, "channels_last", activation="gelu", residual=True)
+    finally:
+        emu.set_copy_landing("late")
