@@ -68,7 +68,11 @@ def device_slug(device: torch.device) -> str:
 
 
 def git_info() -> dict:
-    """The commit these numbers came from, and whether the work tree differed from it (results excluded)."""
+    """The commit these numbers came from, and whether the work tree differed from it (results excluded).
+
+    A copy of the tree without its .git (what reaches a GPU machine) cannot tell: there
+    $POINTWISE_COMMIT names the commit the copy was made from, and `dirty` stays unknown (None).
+    """
 
     def git(*args):
         return subprocess.run(["git", *args], cwd=REPO_DIR, capture_output=True, text=True, timeout=30)
@@ -77,10 +81,11 @@ def git_info() -> dict:
         head = git("rev-parse", "HEAD")
         status = git("status", "--porcelain", "--", ".", ":!bench/results", ":!bench/out")
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    commit = head.stdout.strip() if head.returncode == 0 else None
+        head = status = None
+    if head is None or head.returncode != 0:
+        return {"commit": os.environ.get("POINTWISE_COMMIT") or None, "dirty": None}
     dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
-    return {"commit": commit, "dirty": dirty}
+    return {"commit": head.stdout.strip(), "dirty": dirty}
 
 
 def environment(device: torch.device) -> dict:

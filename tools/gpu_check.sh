@@ -9,6 +9,8 @@
 #   profile    host time per call (bench/overhead.py), torch.profiler kernel tables and Nsight Compute
 #              reports of three layers: latency-bound (squeeze-excite), memory-bound, compute-bound
 # Usage: tools/gpu_check.sh [step ...]   (default: all, in that order). Logs go to $OUT (default ./gpu_out).
+# Where the tree is a copy without .git (the device tool's), set POINTWISE_COMMIT=<the commit it was
+# copied from> so the benchmark JSONs record it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
@@ -30,7 +32,8 @@ run_step() {  # name, command...: runs it, logs to $OUT/<name>.log, records pass
 }
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; python3 --version;
-  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; nvcc --version | tail -n 2; } \
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; nvcc --version | tail -n 2;
+  echo "commit ${POINTWISE_COMMIT:-unknown}"; } \
   | tee "$OUT/machine.txt"
 
 for step in "${steps[@]}"; do
