@@ -3,9 +3,10 @@
 The emulator compiles gemm.cuh, gemm_launch.cuh and conv_gemm.cpp unchanged; PTX instructions and
 launches are carried out by tests/emulator/runtime.cpp: fragment layouts written from the PTX ISA,
 cp.async copies landing as late as PTX allows, NaN-filled shared memory, the launch limits of the
-runtime. So every CI run checks the CUDA code's indexing, pipeline, fragments, split-K and epilogues
-without a GPU. It does not replace test_cuda.py, tools/cuda_cases.py or compute-sanitizer on a GPU:
-no timing, no registers, no global-memory bounds, and barriers are the only memory model.
+runtime; and every CPU tensor sits between guard pages. So every CI run checks the CUDA code's
+indexing, pipeline, fragments, split-K, epilogues and bounds without a GPU. It does not replace
+test_cuda.py, tools/cuda_cases.py or compute-sanitizer on a GPU: no timing, no registers, up to 15
+bytes past a tensor's end go unnoticed, and barriers are the only memory model.
 """
 
 import os
@@ -26,7 +27,6 @@ from reference import (
     assert_rel_close,
     make_tensor,
     misaligned,
-    poison_allocator,
     reference,
 )
 
@@ -54,7 +54,12 @@ def emu():
         if os.environ.get("POINTWISE_REQUIRE_EMULATOR") == "1":
             raise
         pytest.skip(str(e))
+    # Guard pages around every CPU tensor and NaN in new memory: a kernel access outside a tensor
+    # faults (the test process dies, the faulting test named in its traceback), and an output
+    # element never written fails the finiteness check.
+    module.guard_cpu_allocations(True)
     yield module
+    module.guard_cpu_allocations(False)
     module.set_device(H100)
     module.set_copy_landing("late")
 
@@ -90,7 +95,6 @@ def _check_ops(emu, case: Case, dtype_name, layout, activation=None, bias=True, 
     r = _tensor(case.output_shape, layout, dtype) if residual else None
     grad = _tensor(case.output_shape, layout, dtype)
 
-    poison_allocator(case.output_shape, dtype, "cpu")
     out = emu.conv_forward(x, w, b, r, stride, padding, case.groups, activation or "none")
     assert out.dtype == dtype and out.shape == case.output_shape
     assert_rel_close(out, reference(x, w, b, case.stride, case.padding, case.groups, activation, r), tol, "forward")
@@ -98,10 +102,8 @@ def _check_ops(emu, case: Case, dtype_name, layout, activation=None, bias=True, 
     x64 = x.double().requires_grad_(True)
     w64 = w.double().requires_grad_(True)
     F.conv2d(x64, w64, None, case.stride, case.padding, 1, case.groups).backward(grad.double())
-    poison_allocator(case.input_shape, dtype, "cpu")
     grad_input = emu.conv_backward_input(grad, w, list(case.input_shape), stride, padding, case.groups)
     assert_rel_close(grad_input, x64.grad, tol, "grad input")
-    poison_allocator(case.weight_shape, dtype, "cpu")
     grad_weight = emu.conv_backward_weight(grad, x, stride, padding, case.groups)
     assert_rel_close(grad_weight, w64.grad, tol * (1 if dtype == torch.float64 else GRAD_WEIGHT_SLACK), "grad weight")
 

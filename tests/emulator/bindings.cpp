@@ -4,6 +4,7 @@
 
 #include "conv_args.h"
 #include "cuda/conv_gemm.h"
+#include "guarded_allocator.h"
 #include "runtime.h"
 
 namespace {
@@ -67,4 +68,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return out;
   }, "The launches since clear_launches(): (grid, threads a block, dynamic shared memory bytes).");
   m.def("clear_launches", &emulator::clear_launches);
+  m.def("guard_cpu_allocations", &emulator::guard_cpu_allocations,
+        "Every CPU allocation between guard pages and filled with NaN bytes (True), or back to normal (False).");
 }

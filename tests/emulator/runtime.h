@@ -7,7 +7,7 @@
 // message (last_error()).
 //
 // What it does not model: timing, registers, memory-model subtleties beyond barriers, and
-// global-memory bounds (compute-sanitizer's job, on a GPU).
+// global-memory bounds (guarded_allocator.cpp covers those for CPU tensors; compute-sanitizer on a GPU).
 #pragma once
 
 #include <cuda_runtime.h>

@@ -1,0 +1,65 @@
+// A CPU allocator for the emulated CUDA tests: each allocation gets pages of its own with an
+// inaccessible page right after its end and another right before its start, so that a kernel
+// reading or writing outside a tensor faults at once (within the 15 bytes of slack that 16-byte
+// alignment leaves at the end) instead of silently using a neighbour's bytes; and every
+// allocation starts as 0xff bytes (NaN in every floating-point type), so an output element a
+// kernel never writes is caught by the finiteness check of the reference comparison.
+#include "guarded_allocator.h"
+
+#include <c10/core/CPUAllocator.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace pointwise::emulator {
+namespace {
+
+struct Mapping {
+  void* base;
+  size_t bytes;
+};
+
+void unmap(void* context) {
+  auto* m = static_cast<Mapping*>(context);
+  munmap(m->base, m->bytes);
+  delete m;
+}
+
+struct GuardedAllocator final : c10::Allocator {
+  c10::DataPtr allocate(size_t n) override {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    const size_t body = (n + 15) / 16 * 16;
+    const size_t bytes = (body + page - 1) / page * page + 2 * page;
+    void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    TORCH_CHECK(base != MAP_FAILED, "guarded allocator: mmap of ", bytes, " bytes failed");
+    auto* first = static_cast<char*>(base);
+    TORCH_CHECK(mprotect(first, page, PROT_NONE) == 0 && mprotect(first + bytes - page, page, PROT_NONE) == 0,
+                "guarded allocator: mprotect failed");
+    char* data = first + bytes - page - body;
+    std::memset(data, 0xff, body);
+    return {data, new Mapping{base, bytes}, &unmap, c10::Device(c10::DeviceType::CPU)};
+  }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+};
+
+// Above the priority of every allocator PyTorch registers for the CPU by itself.
+constexpr uint8_t kPriority = 100;
+
+}  // namespace
+
+void guard_cpu_allocations(bool enabled) {
+  static GuardedAllocator guarded;
+  static c10::Allocator* previous = nullptr;
+  if (enabled && previous == nullptr) {
+    previous = c10::GetCPUAllocator();
+    c10::SetCPUAllocator(&guarded, kPriority);
+  } else if (!enabled && previous != nullptr) {
+    c10::SetCPUAllocator(previous, kPriority);
+    previous = nullptr;
+  }
+}
+
+}  // namespace pointwise::emulator
