@@ -170,6 +170,34 @@ POINTWISE_AVX2 void activate_avx2(float* z, int64_t n, Activation activation) {
   }
 }
 
+POINTWISE_AVX2 void finish_in_place_avx2(float* tile, int64_t row_stride, const float* bias,
+                                         bool bias_on_rows, const float* residual,
+                                         Activation activation) {
+  using V = Vec<float>;
+  constexpr int kRows = TileShape<float>::kRows, kLanes = V::kLanes;
+  static_assert(TileShape<float>::kCols == 2 * kLanes, "a tile row is two AVX2 registers");
+  const bool column_bias = bias != nullptr && !bias_on_rows;
+  const __m256 bias0 = column_bias ? V::load(bias) : V::zero();
+  const __m256 bias1 = column_bias ? V::load(bias + kLanes) : V::zero();
+#pragma GCC unroll 8
+  for (int i = 0; i < kRows; ++i) {
+    float* row = tile + i * row_stride;
+    __m256 z0 = V::load(row), z1 = V::load(row + kLanes);
+    if (bias != nullptr) {
+      const __m256 b0 = bias_on_rows ? V::broadcast(bias + i) : bias0;
+      const __m256 b1 = bias_on_rows ? b0 : bias1;
+      z0 = _mm256_add_ps(z0, b0);
+      z1 = _mm256_add_ps(z1, b1);
+    }
+    if (residual != nullptr) {
+      z0 = _mm256_add_ps(z0, V::load(residual + i * row_stride));
+      z1 = _mm256_add_ps(z1, V::load(residual + i * row_stride + kLanes));
+    }
+    V::store(row, activate_vector(z0, activation));
+    V::store(row + kLanes, activate_vector(z1, activation));
+  }
+}
+
 }  // namespace pointwise::cpu
 
 #endif  // POINTWISE_CPU_AVX2

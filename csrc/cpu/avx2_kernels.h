@@ -25,5 +25,9 @@ void micro_kernel_avx2(int64_t depth, const double* a, int64_t a_line_stride,
 // Same contract as ActivationKernel in epilogue.h, with vectorised exp and erf.
 void activate_avx2(float* z, int64_t n, Activation activation);
 
+// Same contract as InPlaceFinisher in epilogue.h.
+void finish_in_place_avx2(float* tile, int64_t row_stride, const float* bias, bool bias_on_rows,
+                          const float* residual, Activation activation);
+
 }  // namespace pointwise::cpu
 #endif

@@ -73,6 +73,7 @@ template <typename Acc>
 struct Kernels {
   MicroKernel<Acc> micro_kernel = micro_kernel_portable<Acc>;
   ActivationKernel<Acc> activate = activate_portable<Acc>;
+  InPlaceFinisher<Acc> finish_in_place = nullptr;
 };
 
 template <typename Acc>
@@ -81,7 +82,10 @@ Kernels<Acc> selected_kernels() {
 #ifdef POINTWISE_CPU_AVX2
   if (avx2_enabled()) {
     kernels.micro_kernel = micro_kernel_avx2;
-    if constexpr (std::is_same_v<Acc, float>) kernels.activate = activate_avx2;
+    if constexpr (std::is_same_v<Acc, float>) {
+      kernels.activate = activate_avx2;
+      kernels.finish_in_place = finish_in_place_avx2;
+    }
   }
 #endif
   return kernels;
@@ -235,6 +239,7 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
   epilogue.residual = pg.residual;
   epilogue.activation = pg.activation;
   epilogue.activate = kernels.activate;
+  epilogue.finish_in_place = kernels.finish_in_place;
 
   const int64_t pixel_panels = ceil_div(pg.pixels, kPixelWidth);
   const int64_t work_per_panel = kPixelWidth * pg.depth * pg.channels;
