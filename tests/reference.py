@@ -1,5 +1,6 @@
 """Helpers shared by the tests: the float64 reference, the error measure, and input builders."""
 
+import contextlib
 import dataclasses
 from typing import Optional, Tuple, Union
 
@@ -144,14 +145,25 @@ def misaligned(shape, dtype, device, channels_last=False):
     return t
 
 
-def poison_allocator(shape, dtype, device) -> None:
-    """Leaves a NaN-filled block of this size in the allocator's cache, so that an output the op
-    allocates next with the same size starts as NaN instead of as an earlier call's valid-looking
-    values: an element a kernel fails to write then fails the finiteness check of rel_err.
-    Deterministic with the CUDA caching allocator (test_cuda.py checks it). Partial on the CPU:
-    malloc hands back mid-sized blocks (~0.5-100 KB) mostly NaN, its bookkeeping overwriting the
-    first bytes, and tiny or mmap-sized blocks not at all (measured with glibc)."""
-    torch.full(tuple(shape), float("nan"), dtype=dtype, device=device)
+@contextlib.contextmanager
+def poisoned_allocations():
+    """Inside, every tensor PyTorch allocates uninitialised (at::empty, on any device: our ops'
+    outputs and workspaces too) starts as NaN, so an element a kernel fails to write fails the
+    finiteness check of rel_err. This is PyTorch's own fill of uninitialised memory
+    (torch.utils.deterministic.fill_uninitialized_memory), which acts only in deterministic mode;
+    warn_only keeps ops without a deterministic implementation running (they warn)."""
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.utils.deterministic.fill_uninitialized_memory,
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.utils.deterministic.fill_uninitialized_memory = saved[2]
 
 
 def act64(y: torch.Tensor, activation: Optional[str]) -> torch.Tensor:

@@ -8,7 +8,7 @@ from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 
 import pointwise_cuda as pw
-from reference import ACTIVATIONS, CASES, DEVICES, TOL, Case, act64, assert_rel_close, make_tensor, poison_allocator
+from reference import ACTIVATIONS, CASES, DEVICES, TOL, Case, act64, assert_rel_close, make_tensor, poisoned_allocations
 
 ops = torch.ops.pointwise_cuda
 
@@ -115,9 +115,8 @@ def _backward_ours(case, x, w, b, r, activation):
     """Runs our op and its backward for a random grad_out (outputs poisoned first); returns grad_out."""
     out = pw.pointwise_conv2d(x, w, b, case.stride, case.padding, 1, case.groups, activation=activation, residual=r)
     grad_out = torch.randn_like(out)
-    poison_allocator(x.shape, x.dtype, x.device)  # where grad-input and grad-weight will be allocated
-    poison_allocator(w.shape, w.dtype, w.device)
-    out.backward(grad_out)
+    with poisoned_allocations():
+        out.backward(grad_out)
     return grad_out
 
 

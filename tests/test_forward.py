@@ -20,13 +20,25 @@ from reference import (
     assert_rel_close,
     assert_unchanged,
     make_tensor,
-    poison_allocator,
+    poisoned_allocations,
     reference,
     rel_err,
     snapshot,
 )
 
 requires_cuda = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_poisoned_allocations_start_as_nan(device):
+    # Every reference check here relies on it: an output allocated inside starts as NaN.
+    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+        for shape, memory_format in [((1,), torch.contiguous_format), ((3, 5, 7, 2), torch.channels_last),
+                                     ((100_000,), torch.contiguous_format)]:
+            with poisoned_allocations():
+                t = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
+            assert t.isnan().all(), (dtype, shape)
+    assert not torch.are_deterministic_algorithms_enabled(), "poisoned_allocations left deterministic mode on"
 
 
 def _inputs(case: Case, layout, dtype, device, bias=True, residual=False, residual_layout=None, scale=1.0):
@@ -40,8 +52,8 @@ def _inputs(case: Case, layout, dtype, device, bias=True, residual=False, residu
 def _check_call(case, x, w, b, r, activation, tol):
     """Runs the op once and checks values, dtype, device, memory format and input immutability."""
     saved = snapshot(x, w, b, r)
-    poison_allocator(case.output_shape, x.dtype, x.device)
-    out = pw.pointwise_conv2d(x, w, b, case.stride, case.padding, 1, case.groups, activation=activation, residual=r)
+    with poisoned_allocations():
+        out = pw.pointwise_conv2d(x, w, b, case.stride, case.padding, 1, case.groups, activation=activation, residual=r)
     assert_unchanged(saved, (x, w, b, r))
 
     assert out.shape == case.output_shape
@@ -151,8 +163,8 @@ def test_unbatched_input(device, stride, padding, residual, activation):
     like = F.conv2d(x, w, b, stride, padding, 1, 2)
     r = torch.randn(like.shape, device=device) if residual else None
     saved = snapshot(x, w, b, r)
-    poison_allocator((1, *like.shape), x.dtype, x.device)
-    out = pw.pointwise_conv2d(x, w, b, stride, padding, groups=2, activation=activation, residual=r)
+    with poisoned_allocations():
+        out = pw.pointwise_conv2d(x, w, b, stride, padding, groups=2, activation=activation, residual=r)
     assert_unchanged(saved, (x, w, b, r))
     assert out.dim() == 3 and out.shape == like.shape
     assert out.stride() == like.stride()

@@ -5,12 +5,16 @@ racecheck); also a quick correctness sweep on its own. Exits non-zero on any mis
 """
 
 import itertools
+import pathlib
 import sys
 
 import torch
 import torch.nn.functional as F
 
-import pointwise_cuda as pw
+import pointwise_cuda  # noqa: F401  (registers torch.ops.pointwise_cuda)
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
+from reference import misaligned, poisoned_allocations  # noqa: E402
 
 ops = torch.ops.pointwise_cuda
 # (dtype, tf32) -> relative error bound against float64
@@ -40,17 +44,6 @@ def rel_error(out, ref):
     return ((out.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
 
 
-def misaligned(shape, dtype, channels_last):
-    """A tensor whose storage starts one element past an allocation (not 16-byte aligned)."""
-    numel = torch.Size(shape).numel()
-    t = torch.randn(numel + 1, device="cuda", dtype=dtype)[1:].view(shape)
-    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
-
-
-def poison(shape, dtype):
-    torch.full(tuple(shape), float("nan"), device="cuda", dtype=dtype)
-
-
 def main() -> int:
     torch.manual_seed(0)
     failures = 0
@@ -62,7 +55,7 @@ def main() -> int:
         n, cin, cout, h, w, stride, padding, groups = shape
         sp = (stride, stride) if isinstance(stride, int) else stride
         pp = (padding, padding) if isinstance(padding, int) else padding
-        make = (lambda s: misaligned(s, dtype, channels_last)) if offset else (
+        make = (lambda s: misaligned(s, dtype, "cuda", channels_last)) if offset else (
             lambda s: torch.randn(s, device="cuda", dtype=dtype).contiguous(
                 memory_format=torch.channels_last if channels_last else torch.contiguous_format))
         x = make((n, cin, h, w))
@@ -71,15 +64,11 @@ def main() -> int:
         ref_z = F.conv2d(x.double(), weight.double(), bias.double(), sp, pp, 1, groups)
         residual = make(tuple(ref_z.shape))
         ref = F.relu(ref_z + residual.double())
-        # Each output is allocated right after a NaN-filled block of its size was freed, so the
-        # caching allocator hands it out poisoned: an element no kernel writes shows up as NaN.
-        poison(ref_z.shape, dtype)
-        out = ops.conv_forward(x, weight, bias, residual, list(sp), list(pp), groups, "relu")
         grad = make(tuple(ref_z.shape))
-        poison(x.shape, dtype)
-        gi = ops.conv_backward_input(grad, weight, list(x.shape), list(sp), list(pp), groups)
-        poison(weight.shape, dtype)
-        gw = ops.conv_backward_weight(grad, x, list(sp), list(pp), groups)
+        with poisoned_allocations():  # outputs start as NaN: an element no kernel writes shows up
+            out = ops.conv_forward(x, weight, bias, residual, list(sp), list(pp), groups, "relu")
+            gi = ops.conv_backward_input(grad, weight, list(x.shape), list(sp), list(pp), groups)
+            gw = ops.conv_backward_weight(grad, x, list(sp), list(pp), groups)
         xd, wd = x.double().requires_grad_(), weight.double().requires_grad_()
         F.conv2d(xd, wd, None, sp, pp, 1, groups).backward(grad.double())
         errors = {"forward": rel_error(out, ref), "grad_input": rel_error(gi, xd.grad), "grad_weight": rel_error(gw, wd.grad)}
