@@ -67,8 +67,9 @@ def _link(run, base_dir):
 def layers_table(runs, base_dir):
     lines = [
         "| device | pass | dtype | layout | batch | layers | × F.conv2d (geomean) | slowest layer | × best cuDNN | "
-        "% of roofline | memory-bound: % of roofline | compute-bound: % of matmul | fused epilogue × | commit | |",
-        "|---|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---|",
+        "autotuned × F.conv2d | % of roofline | memory-bound: % of roofline | compute-bound: % of matmul | "
+        "fused epilogue × | commit | |",
+        "|---|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for run in sorted(runs, key=_rank):
         cfg, env, s = run["config"], run["environment"], run["summary"]
@@ -81,6 +82,7 @@ def layers_table(runs, base_dir):
             f"{cfg['pass']} | {cfg['dtype']} | {cfg['layout']} | {cfg['batch']} | {n_layers} | "
             f"**{bu.fmt(s['geomean_speedup_vs_conv'], '.2f', '×')}** | {slowest} | "
             f"{bu.fmt(s['geomean_speedup_vs_conv_best'], '.2f', '×') if cuda else '—'} | "
+            f"{bu.fmt(s.get('geomean_autotune_speedup_vs_conv'), '.2f', '×')} | "
             f"{bu.fmt(s['geomean_pct_of_roofline'], '.0f', '%')} | "
             f"{bu.fmt(s['memory_bound_geomean_pct_of_roofline'], '.0f', '%')} ({s['memory_bound_layers']}) | "
             f"{bu.fmt(s['compute_bound_geomean_pct_of_matmul'], '.0f', '%')} ({s['compute_bound_layers']}) | "
@@ -120,6 +122,7 @@ def report(results_dir, base_dir) -> str:
         lines += [
             "**1x1 layers of MobileNetV2, ResNet-50, EfficientNet-B0, ShuffleNetV1 (g=3) and the 512→10 reduction** "
             "(one row per run; × = the baseline's time / ours, above 1 = ours faster; geomeans over the layers; "
+            "autotuned: with `pointwise_cuda.set_autotune(True)`, CUDA only; "
             "roofline = max(FLOPs / measured matmul peak, minimum bytes / measured copy bandwidth); "
             "the fused epilogue is conv + bias + residual + ReLU in one call against PyTorch's unfused sequence):",
             "",

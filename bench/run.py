@@ -5,6 +5,8 @@
 
 For each layer of the suite (bench/layers.py), in one run and on the same inputs:
   ours          pointwise_cuda.pointwise_conv2d(x, w, stride=, groups=)
+  ours tuned    the same with pointwise_cuda.set_autotune(True) (CUDA only); every candidate plan's time
+                is recorded in the JSON (the layer's "autotune" entries)
   F.conv2d      cuDNN with torch.backends.cudnn.benchmark off (on CPU: whatever PyTorch picks, oneDNN or
                 its own GEMM path; for a 1x1 conv with batch < 16 on one thread it is the GEMM path)
   F.conv2d bm   the same with cudnn.benchmark on (CUDA only)
@@ -14,7 +16,7 @@ For each layer of the suite (bench/layers.py), in one run and on the same inputs
   roofline      max(FLOPs / matmul peak, min bytes / copy bandwidth), both ceilings measured at startup
   fused         ours with bias + residual + ReLU in one call, against F.relu(F.conv2d(x, w, b) + r)
 Every time is a median from pointwise_cuda.timing.median_ms (L2 flushed between calls on CUDA).
-Before timing, our output is checked against F.conv2d in float64.
+Before timing, our output (with autotuning off and on) is checked against F.conv2d in float64.
 Writes <out>/layers-<device>-<dtype>-<layout>-<pass>-b<batch>.{json,md} and -speedup.png, -roofline.png.
 """
 
@@ -41,7 +43,7 @@ PASSES = ("forward", "backward", "fwdbwd")
 # Relative error of our forward against F.conv2d in float64, by --dtype.
 TOLERANCE = {"fp32": 1e-5, "tf32": 5e-3, "bf16": 2e-2, "fp16": 5e-3}
 LATENCY_FLOOR_MS = 0.005  # a layer whose roofline time is under this is classed latency-bound
-METHODS = ("ours", "conv", "conv_benchmark", "matmul", "fused_ours", "fused_torch")
+METHODS = ("ours", "ours_autotune", "conv", "conv_benchmark", "matmul", "fused_ours", "fused_torch")
 
 
 # ---- ceilings -------------------------------------------------------------------------------
@@ -130,6 +132,7 @@ def make_methods(layer, batch, dtype, memory_format, device, pass_):
     }
     if device.type == "cuda":
         methods["conv_benchmark"] = methods["conv"]  # the same call, timed with cudnn.benchmark on
+        methods["ours_autotune"] = methods["ours"]  # the same call, timed with pw.set_autotune(True)
     return methods, (x, w)
 
 
@@ -149,11 +152,15 @@ def timed_call(fn, leaves, pass_):
     return lambda: torch.autograd.grad(fn(), leaves, grad_y)
 
 
-def relative_error(layer, x, w) -> float:
-    with torch.no_grad():
-        y = pw.pointwise_conv2d(x, w, None, layer.stride, groups=layer.groups).double()
-        ref = F.conv2d(x.double(), w.double(), None, layer.stride, groups=layer.groups)
-        return ((y - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+def relative_error(layer, x, w, autotune=False) -> float:
+    pw.set_autotune(autotune)
+    try:
+        with torch.no_grad():
+            y = pw.pointwise_conv2d(x, w, None, layer.stride, groups=layer.groups).double()
+            ref = F.conv2d(x.double(), w.double(), None, layer.stride, groups=layer.groups)
+            return ((y - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+    finally:
+        pw.set_autotune(False)
 
 
 def _error(e: Exception, verbose: bool) -> str:
@@ -181,9 +188,14 @@ def bench_layer(layer, args, device, dtype, memory_format, ceilings, element_siz
         "errors": {},
     }
     methods, (x, w) = make_methods(layer, args.batch, dtype, memory_format, device, args.pass_)
+    pw.clear_autotune_cache()  # so that the entries recorded below are this layer's
     try:
         rec["rel_err"] = relative_error(layer, x, w)
-        rec["check_ok"] = math.isfinite(rec["rel_err"]) and rec["rel_err"] <= TOLERANCE[args.dtype]
+        errors = [rec["rel_err"]]
+        if "ours_autotune" in methods:
+            rec["rel_err_autotune"] = relative_error(layer, x, w, autotune=True)
+            errors.append(rec["rel_err_autotune"])
+        rec["check_ok"] = all(math.isfinite(e) and e <= TOLERANCE[args.dtype] for e in errors)
     except Exception as e:  # noqa: BLE001 (recorded, and makes the run fail)
         rec["rel_err"], rec["check_ok"] = None, False
         rec["errors"]["check"] = f"{type(e).__name__}: {e}"
@@ -202,6 +214,7 @@ def bench_layer(layer, args, device, dtype, memory_format, ceilings, element_siz
             if name in rec["errors"]:
                 continue
             torch.backends.cudnn.benchmark = name == "conv_benchmark"
+            pw.set_autotune(name == "ours_autotune")
             try:
                 rounds.setdefault(name, []).append(median_ms(call, device, warmup=args.warmup, repeat=args.repeat))
             except Exception as e:  # noqa: BLE001
@@ -209,7 +222,10 @@ def bench_layer(layer, args, device, dtype, memory_format, ceilings, element_siz
                 rounds.pop(name, None)
             finally:
                 torch.backends.cudnn.benchmark = False
+                pw.set_autotune(False)
     rec["ms"] = {name: statistics.median(v) for name, v in rounds.items()}
+    if "ours_autotune" in methods:
+        rec["autotune"] = pw.autotune_cache()
     if args.rounds > 1:
         rec["ms_rounds"] = rounds
     ms = rec["ms"]
@@ -221,12 +237,13 @@ def bench_layer(layer, args, device, dtype, memory_format, ceilings, element_siz
 
     rec.update(
         speedup_vs_conv=ratio(ms.get("conv"), ours),
+        autotune_speedup_vs_conv=ratio(ms.get("conv"), ms.get("ours_autotune")),
         speedup_vs_conv_best=ratio(conv_best, ours),
         speedup_vs_matmul=ratio(ms.get("matmul"), ours),
         pct_of_roofline=None if ours is None else 100 * rec["roofline_ms"] / ours,
         fused_speedup=ratio(ms.get("fused_torch"), ms.get("fused_ours")),
-        achieved_flop_per_s={k: flops / (v * 1e-3) for k, v in ms.items() if k in ("ours", "conv", "conv_benchmark", "matmul")},
-        achieved_bytes_per_s={k: nbytes / (v * 1e-3) for k, v in ms.items() if k in ("ours", "conv", "conv_benchmark", "matmul")},
+        achieved_flop_per_s={k: flops / (v * 1e-3) for k, v in ms.items() if not k.startswith("fused")},
+        achieved_bytes_per_s={k: nbytes / (v * 1e-3) for k, v in ms.items() if not k.startswith("fused")},
     )
     return rec
 
@@ -245,6 +262,7 @@ def summarize(records) -> dict:
         "geomean_ms": {m: bu.geomean(r["ms"].get(m) for r in records) for m in METHODS},
         "geomean_roofline_ms": bu.geomean(r["roofline_ms"] for r in records),
         "geomean_speedup_vs_conv": gm("speedup_vs_conv"),
+        "geomean_autotune_speedup_vs_conv": gm("autotune_speedup_vs_conv"),
         "geomean_speedup_vs_conv_best": gm("speedup_vs_conv_best"),
         "geomean_speedup_vs_matmul": gm("speedup_vs_matmul"),
         "geomean_pct_of_roofline": gm("pct_of_roofline"),
@@ -280,25 +298,27 @@ def markdown(result) -> str:
         f"Ceilings measured: copy {ceil['copy_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s (read + write), "
         f"matmul {ceil['matmul_flop_per_s'] / 1e12:.2f} TFLOP/s ({cfg['dtype']}, n={ceil['matmul_n']}).",
         "",
-        f"| layer | ours ms | {conv} ms | {conv} bm ms | matmul ms | roofline ms | bound | × {conv} | × best {conv} | "
-        f"× matmul | % roofline | fused ours ms | unfused ms | × fused |",
-        "|---|" + "---:|" * 13,
+        f"| layer | ours ms | ours tuned ms | {conv} ms | {conv} bm ms | matmul ms | roofline ms | bound | × {conv} | "
+        f"tuned × {conv} | × best {conv} | × matmul | % roofline | fused ours ms | unfused ms | × fused |",
+        "|---|" + "---:|" * 15,
     ]
     for r in result["layers"]:
         ms = r["ms"]
         flag = "" if r.get("check_ok") else " ⚠"
         lines.append(
-            f"| {r['layer']['name']}{flag} | {bu.fmt(ms.get('ours'))} | {bu.fmt(ms.get('conv'))} | "
-            f"{bu.fmt(ms.get('conv_benchmark'))} | {bu.fmt(ms.get('matmul'))} | {r['roofline_ms']:.3f} | {r['bound']} | "
-            f"{bu.fmt(r['speedup_vs_conv'], '.2f')} | {bu.fmt(r['speedup_vs_conv_best'], '.2f')} | "
+            f"| {r['layer']['name']}{flag} | {bu.fmt(ms.get('ours'))} | {bu.fmt(ms.get('ours_autotune'))} | "
+            f"{bu.fmt(ms.get('conv'))} | {bu.fmt(ms.get('conv_benchmark'))} | {bu.fmt(ms.get('matmul'))} | "
+            f"{r['roofline_ms']:.3f} | {r['bound']} | {bu.fmt(r['speedup_vs_conv'], '.2f')} | "
+            f"{bu.fmt(r.get('autotune_speedup_vs_conv'), '.2f')} | {bu.fmt(r['speedup_vs_conv_best'], '.2f')} | "
             f"{bu.fmt(r['speedup_vs_matmul'], '.2f')} | {bu.fmt(r['pct_of_roofline'], '.0f')} | "
             f"{bu.fmt(ms.get('fused_ours'))} | {bu.fmt(ms.get('fused_torch'))} | {bu.fmt(r['fused_speedup'], '.2f')} |"
         )
     g = summ["geomean_ms"]
     lines.append(
-        f"| **geomean** | {bu.fmt(g['ours'])} | {bu.fmt(g['conv'])} | {bu.fmt(g['conv_benchmark'])} | "
-        f"{bu.fmt(g['matmul'])} | {bu.fmt(summ['geomean_roofline_ms'])} | | "
-        f"**{bu.fmt(summ['geomean_speedup_vs_conv'], '.2f')}** | {bu.fmt(summ['geomean_speedup_vs_conv_best'], '.2f')} | "
+        f"| **geomean** | {bu.fmt(g['ours'])} | {bu.fmt(g['ours_autotune'])} | {bu.fmt(g['conv'])} | "
+        f"{bu.fmt(g['conv_benchmark'])} | {bu.fmt(g['matmul'])} | {bu.fmt(summ['geomean_roofline_ms'])} | | "
+        f"**{bu.fmt(summ['geomean_speedup_vs_conv'], '.2f')}** | "
+        f"**{bu.fmt(summ['geomean_autotune_speedup_vs_conv'], '.2f')}** | {bu.fmt(summ['geomean_speedup_vs_conv_best'], '.2f')} | "
         f"{bu.fmt(summ['geomean_speedup_vs_matmul'], '.2f')} | {bu.fmt(summ['geomean_pct_of_roofline'], '.0f')} | "
         f"{bu.fmt(g['fused_ours'])} | {bu.fmt(g['fused_torch'])} | **{bu.fmt(summ['geomean_fused_speedup'], '.2f')}** |"
     )
@@ -312,6 +332,7 @@ def markdown(result) -> str:
         f"{bu.fmt(summ['latency_bound_geomean_speedup_vs_conv'], '.2f')}× {conv}.",
         "",
         "ms: medians (L2 flushed between calls on CUDA). bm: cudnn.benchmark=True. "
+        "tuned: pointwise_cuda.set_autotune(True) (CUDA only). "
         "× X: X's time / ours (above 1 = ours faster). % roofline: roofline time / ours. "
         "fused: bias + residual + ReLU, ours in one call against F.relu(F.conv2d(x, w, b) + r). "
         "⚠: our output failed the check against float64.",

@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include "autotune.h"
 #include "cpu/cpu_kernels.h"
 #ifdef POINTWISE_WITH_CUDA
 #include "cuda/cuda_kernels.h"
@@ -43,6 +44,16 @@ pybind11::dict build_info() {
   return info;
 }
 
+pybind11::list autotune_entries() {
+  pybind11::list out;
+  for (const auto& entry : pointwise::autotune::entries()) {
+    pybind11::list timings;
+    for (const auto& t : entry.timings) timings.append(pybind11::make_tuple(t.plan, t.ms));
+    out.append(pybind11::make_tuple(entry.problem, timings, entry.timings.at(entry.chosen).plan));
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -51,6 +62,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
              "Use the AVX2/FMA CPU kernels (True) or the portable ones (False); for testing both paths.");
   module.def("cpu_avx2_enabled", &pointwise::cpu::avx2_enabled,
              "Whether the CPU ops currently run the AVX2/FMA kernels.");
+  module.def("set_autotune", &pointwise::autotune::set_enabled, "Autotune the CUDA GEMM plans (see autotune.h).");
+  module.def("autotune_enabled", &pointwise::autotune::enabled);
+  module.def("autotune_entries", &autotune_entries, "Every tuned problem: (problem, [(plan, ms)], plan kept).");
+  module.def("clear_autotune_cache", &pointwise::autotune::clear);
   module.def("build_info", &build_info,
              "Which backends were compiled, the CUDA architectures, and the torch/CUDA versions built against.");
 }

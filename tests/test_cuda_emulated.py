@@ -181,3 +181,49 @@ def test_early_copy_landing(emu, on_device, case, dtype_name):
         _check_ops(emu, case, dtype_name, "channels_last", activation="gelu", residual=True)
     finally:
         emu.set_copy_landing("late")
+
+
+@pytest.fixture
+def autotuning(emu):
+    """Autotuning on, from an empty cache, for one test."""
+    emu.clear_autotune_cache()
+    emu.set_autotune(True)
+    yield
+    emu.set_autotune(False)
+    emu.prefer_plan(None)
+    emu.clear_autotune_cache()
+
+
+# Small problems with several kinds of candidate plans: the forward's channel reduction splits, the
+# grad-weight's pixel reduction splits 1 or 2 ways, and a strided, padded one maps pixels.
+AUTOTUNE_CASES = [Case("tune_split", 2, 136, 20, 12, 12), Case("tune_strided", 2, 136, 72, 9, 9, stride=2, padding=1)]
+
+
+@pytest.mark.parametrize("case", AUTOTUNE_CASES, ids=str)
+def test_autotune_times_each_problem_once(emu, autotuning, case):
+    _check_ops(emu, case, "f32", "channels_last", activation="relu", residual=True)
+    entries = emu.autotune_entries()
+    assert [problem.split()[0] for problem, _, _ in entries] == ["forward", "grad_input", "grad_weight"]
+    for problem, plans, kept in entries:
+        assert len(plans) > 1 and len(set(plans)) == len(plans) and kept in plans, (problem, plans)
+
+    emu.clear_launches()
+    _check_ops(emu, case, "f32", "channels_last", activation="relu", residual=True)
+    assert emu.autotune_entries() == entries, "a problem was tuned twice"
+    assert len(emu.launches()) <= 6, "a tuned problem ran more than its plan's GEMM and finishing kernel"
+
+
+# The SIMT engine on both cases and layouts; the (slowly emulated) tensor-core one on the strided case.
+@pytest.mark.parametrize("case,dtype_name,layout", [
+    (case, "f32", layout) for case in AUTOTUNE_CASES for layout in ("nchw", "channels_last")
+] + [(AUTOTUNE_CASES[1], "bf16", layout) for layout in ("nchw", "channels_last")], ids=str)
+def test_every_autotune_candidate_is_correct(emu, autotuning, case, dtype_name, layout):
+    """Each candidate plan, made the fastest in turn, computes all three ops correctly and is kept."""
+    _check_ops(emu, case, dtype_name, layout, activation="silu", residual=True)
+    candidates = {problem: plans for problem, plans, _ in emu.autotune_entries()}
+    for plan in sorted({plan for plans in candidates.values() for plan in plans}):
+        emu.clear_autotune_cache()
+        emu.prefer_plan(plan)
+        _check_ops(emu, case, dtype_name, layout, activation="silu", residual=True)
+        for problem, plans, kept in emu.autotune_entries():
+            assert kept == (plan if plan in candidates[problem] else plans[0]), (problem, plan)

@@ -8,6 +8,11 @@
 
 #include <algorithm>
 #include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "autotune.h"
 
 #include "cuda/gemm_launch.h"
 
@@ -87,6 +92,11 @@ void set_vectorization(GemmProblem& p, size_t element_size, size_t c_element_siz
                    reinterpret_cast<uintptr_t>(residual) % 16 == 0;
 }
 
+// F.conv2d's rule: fp32 convolutions may use TF32 exactly when cuDNN's convolutions may
+// (torch.backends.cudnn.allow_tf32, or cudnn.conv.fp32_precision). Asking for the conv flag by
+// name: without it PyTorch raises when conv and RNN precisions were set apart.
+bool tf32_allowed() { return at::globalContext().allowTF32CuDNN(at::Float32Op::CONV); }
+
 // Runs the GEMM in the tensors' dtype.
 cudaError_t launch(const GemmProblem& p, at::ScalarType dtype, TileShape shape, Reduction reduction,
                    const Device& device) {
@@ -94,12 +104,8 @@ cudaError_t launch(const GemmProblem& p, at::ScalarType dtype, TileShape shape, 
               p.groups);
   switch (dtype) {
     case at::kFloat:
-      // F.conv2d's rule: fp32 convolutions may use TF32 exactly when cuDNN's convolutions may
-      // (torch.backends.cudnn.allow_tf32, or cudnn.conv.fp32_precision). Asking for the conv flag by
-      // name: without it PyTorch raises when conv and RNN precisions were set apart.
-      return at::globalContext().allowTF32CuDNN(at::Float32Op::CONV)
-                 ? launch_gemm<Math::kTf32, float>(p, shape, reduction, device.stream)
-                 : launch_gemm<Math::kSimt, float>(p, shape, reduction, device.stream);
+      return tf32_allowed() ? launch_gemm<Math::kTf32, float>(p, shape, reduction, device.stream)
+                            : launch_gemm<Math::kSimt, float>(p, shape, reduction, device.stream);
     case at::kDouble: return launch_gemm<Math::kSimt, double>(p, shape, reduction, device.stream);
     case at::kHalf: return launch_gemm<Math::kMma16, __half>(p, shape, reduction, device.stream);
     case at::kBFloat16: return launch_gemm<Math::kMma16, __nv_bfloat16>(p, shape, reduction, device.stream);
@@ -139,18 +145,61 @@ void set_splits(GemmProblem& p, int64_t wanted) {
   p.splits = static_cast<int32_t>((p.k + p.k_per_split - 1) / p.k_per_split);
 }
 
-// Whether to split a channel reduction (forward, grad-input) along K: when its output tiles leave
-// SMs idle -- squeeze-excite layers at 1x1, few output channels on a 7x7 map -- into enough chunks
-// of at least two pipeline stages for about two medium tiles per SM. A first rule, not yet tuned
-// on a GPU. Sets p.splits and p.k_per_split.
-bool split_channel_reduction(GemmProblem& p, TileShape shape, const Device& device) {
+// The number of chunks set_splits makes of p's K range for `wanted`.
+int32_t splits_for(GemmProblem p, int64_t wanted) {
+  set_splits(p, wanted);
+  return p.splits;
+}
+
+// The heuristic's plan for a channel reduction (forward, grad-input): the tile of choose_tile, and
+// its K range split when those tiles leave SMs idle -- squeeze-excite layers at 1x1, few output
+// channels on a 7x7 map -- into enough chunks of at least two pipeline stages for about two medium
+// tiles per SM (split GEMMs run on the medium tile). A first rule, not yet tuned on a GPU.
+Plan channel_plan(const GemmProblem& p, const Device& device) {
+  const TileShape shape = choose_tile(p, device);
   const int64_t sms = device.multiprocessors;
-  if (tile_count(p, shape) >= sms) return false;
+  if (tile_count(p, shape) >= sms) return {shape, 1};
   const int64_t medium = tile_count(p, TileShape::kMedium);
   const int64_t wanted = std::min<int64_t>((2 * sms + medium - 1) / medium, p.k / (2 * kSplitGranule));
-  if (wanted < 2) return false;
-  set_splits(p, wanted);
-  return p.splits > 1;
+  const int32_t splits = wanted < 2 ? 1 : splits_for(p, wanted);
+  return splits > 1 ? Plan{TileShape::kMedium, splits} : Plan{shape, 1};
+}
+
+// Grad-weight's reduction over every pixel of the batch is long (~10^5) and its output small: the
+// heuristic splits it so that the grid fills the GPU with about two blocks per SM, each split
+// writing its own fp32 partials, summed in a fixed order. A weight of at most 64 x 64 per group
+// takes the medium tile: in a large one most loads would be zero fill.
+int64_t most_pixel_splits(const GemmProblem& p) { return std::max<int64_t>(1, p.k / (4 * kSplitGranule)); }
+Plan pixel_plan(const GemmProblem& p, const Device& device) {
+  const TileShape shape = p.m <= 64 && p.n <= 64 ? TileShape::kMedium : TileShape::kLarge;
+  const int64_t tiles = tile_count(p, shape);
+  return {shape, splits_for(p, std::clamp<int64_t>((2 * device.multiprocessors + tiles - 1) / tiles, 1,
+                                                   most_pixel_splits(p)))};
+}
+
+// What autotuning times besides the heuristic's plan. Channel reductions: every tile unsplit, and
+// the medium tile with the K range cut in 2, 4, 8, ... chunks of at least two granules. Grad-weight:
+// the large and medium tiles with a quarter to four times the heuristic's splits.
+std::vector<Plan> candidate_plans(const GemmProblem& p, Reduction reduction, const Plan& heuristic) {
+  std::vector<Plan> plans{heuristic};
+  auto add = [&](Plan plan) {
+    const bool known = std::any_of(plans.begin(), plans.end(), [&](const Plan& q) {
+      return q.tile == plan.tile && q.splits == plan.splits;
+    });
+    if (!known && int64_t(p.groups) * plan.splits <= 65535) plans.push_back(plan);
+  };
+  if (reduction == Reduction::kChannels) {
+    for (TileShape tile : {TileShape::kLarge, TileShape::kMedium, TileShape::kNarrowM, TileShape::kNarrowN})
+      add({tile, 1});
+    for (int64_t wanted = 2; wanted <= 64 && p.k >= wanted * 2 * kSplitGranule; wanted *= 2)
+      add({TileShape::kMedium, splits_for(p, wanted)});
+  } else {
+    const int64_t s = heuristic.splits;
+    for (TileShape tile : {TileShape::kLarge, TileShape::kMedium})
+      for (int64_t wanted : {s / 4, s / 2, s, 2 * s, 4 * s})
+        add({tile, splits_for(p, std::clamp<int64_t>(wanted, 1, most_pixel_splits(p)))});
+  }
+  return plans;
 }
 
 // Runs `p` (its real output, bias, residual and activation) with its K range cut into p.splits
@@ -185,15 +234,71 @@ cudaError_t launch_split(const GemmProblem& p, const at::Tensor& like, TileShape
   }
 }
 
-// A channel reduction (forward, grad-input): split along K when its tiles leave SMs idle.
-cudaError_t launch_channel_reduction(GemmProblem& p, const at::Tensor& like, const Device& device) {
-  const TileShape shape = choose_tile(p, device);
-  if (split_channel_reduction(p, shape, device))
-    return launch_split(p, like, TileShape::kMedium, Reduction::kChannels, device);
-  return launch(p, like.scalar_type(), shape, Reduction::kChannels, device);
+// Runs p by `plan`: a GEMM split along K (or reducing over pixels) writes partial sums that a
+// second kernel adds up with the epilogue; an unsplit channel reduction applies it in the GEMM.
+cudaError_t run_plan(GemmProblem p, const Plan& plan, const at::Tensor& like, Reduction reduction,
+                     const Device& device) {
+  set_splits(p, plan.splits);
+  if (reduction == Reduction::kPixels || p.splits > 1) return launch_split(p, like, plan.tile, reduction, device);
+  return launch(p, like.scalar_type(), plan.tile, reduction, device);
+}
+
+// ---- autotuning ----------------------------------------------------------------------------------
+
+int64_t plan_code(const Plan& plan) { return int64_t(plan.tile) << 32 | plan.splits; }
+Plan plan_of(int64_t code) { return {static_cast<TileShape>(code >> 32), static_cast<int32_t>(code & 0xffffffff)}; }
+
+// Everything a plan's speed depends on, as the autotuning cache's key and report.
+std::string describe(const char* op, const GemmProblem& p, at::ScalarType dtype, const Device& device) {
+  auto pixels = [](const DimIndex& d) {
+    return d.pixels == 0 ? std::string("-") : std::to_string(d.pixels) + (d.mapped ? "mapped" : "");
+  };
+  std::ostringstream s;
+  s << op << " " << c10::toString(dtype) << (dtype == at::kFloat && tf32_allowed() ? "/tf32" : "") << " m=" << p.m
+    << " n=" << p.n << " k=" << p.k << " groups=" << p.groups << " contiguous=" << (p.a_k_contiguous ? "k" : "m")
+    << (p.b_k_contiguous ? "k" : "n") << (p.c_m_contiguous ? "m" : "n") << " vectors=" << p.a.vectorized
+    << p.b.vectorized << p.c.vectorized << " pixels=" << pixels(p.b.rows) << "," << pixels(p.b.cols) << ","
+    << pixels(p.c.cols) << " epilogue=" << (p.bias != nullptr) << (p.residual != nullptr) << p.activation
+    << " device=" << device.index << " sms=" << device.multiprocessors;
+  return s.str();
+}
+
+// Runs p by the heuristic's plan or, with autotuning on, by the plan kept for this problem: the
+// first call of a problem times every candidate (one untimed run, then the best of three) and keeps
+// the fastest. The output is always that of the plan kept, so a problem's results have the same
+// bits on every call of the process. float64 has one tile: nothing to tune.
+cudaError_t run_gemm(const char* op, const GemmProblem& p, const Plan& heuristic, const at::Tensor& like,
+                     Reduction reduction, const Device& device) {
+  if (!device.autotune || like.scalar_type() == at::kDouble) return run_plan(p, heuristic, like, reduction, device);
+  const std::string problem = describe(op, p, like.scalar_type(), device);
+  if (const auto kept = autotune::lookup(problem)) return run_plan(p, plan_of(*kept), like, reduction, device);
+  if (!device.time) return run_plan(p, heuristic, like, reduction, device);
+
+  autotune::Entry entry{problem, {}, 0};
+  for (const Plan& plan : candidate_plans(p, reduction, heuristic)) {
+    auto launches = [&] { return run_plan(p, plan, like, reduction, device); };
+    if (cudaError_t err = launches(); err != cudaSuccess) return err;
+    double best = std::numeric_limits<double>::infinity();
+    for (int i = 0; i < 3; ++i) {
+      double ms = 0;
+      if (cudaError_t err = device.time(plan, launches, ms); err != cudaSuccess) return err;
+      best = std::min(best, ms);
+    }
+    if (entry.timings.empty() || best < entry.timings[entry.chosen].ms) entry.chosen = entry.timings.size();
+    entry.timings.push_back({plan_name(plan), plan_code(plan), best});
+  }
+  return run_plan(p, plan_of(autotune::store(std::move(entry))), like, reduction, device);
 }
 
 }  // namespace
+
+std::string plan_name(const Plan& plan) {
+  const char* tile = plan.tile == TileShape::kMedium    ? "medium"
+                     : plan.tile == TileShape::kNarrowM ? "narrow_m"
+                     : plan.tile == TileShape::kNarrowN ? "narrow_n"
+                                                        : "large";
+  return std::string(tile) + " x" + std::to_string(plan.splits);
+}
 
 cudaError_t gemm_forward(const ForwardArgs& args, const Device& device) {
   const ConvGeometry& g = args.geometry;
@@ -216,7 +321,7 @@ cudaError_t gemm_forward(const ForwardArgs& args, const Device& device) {
   p.activation = static_cast<int32_t>(args.activation);
   const size_t es = element_size(args.input.scalar_type());
   set_vectorization(p, es, es, p.residual);
-  return launch_channel_reduction(p, args.input, device);
+  return run_gemm("forward", p, channel_plan(p, device), args.input, Reduction::kChannels, device);
 }
 
 cudaError_t gemm_backward_input(const BackwardInputArgs& args, const Device& device) {
@@ -238,7 +343,7 @@ cudaError_t gemm_backward_input(const BackwardInputArgs& args, const Device& dev
   p.c_m_contiguous = channels_contiguous(g);
   const size_t es = element_size(args.grad_output.scalar_type());
   set_vectorization(p, es, es, nullptr);
-  return launch_channel_reduction(p, args.grad_output, device);
+  return run_gemm("grad_input", p, channel_plan(p, device), args.grad_output, Reduction::kChannels, device);
 }
 
 cudaError_t gemm_backward_weight(const BackwardWeightArgs& args, const Device& device) {
@@ -261,15 +366,7 @@ cudaError_t gemm_backward_weight(const BackwardWeightArgs& args, const Device& d
   const size_t es = element_size(args.input.scalar_type());
   set_vectorization(p, es, es, nullptr);
 
-  // The reduction over every pixel of the batch is long (~10^5) and the weight small: split it so
-  // the grid fills the GPU, each split writing its own fp32 partial, summed in a fixed order. A
-  // weight of at most 64 x 64 per group takes the medium tile: in a large one most loads would be
-  // zero fill.
-  const TileShape shape = p.m <= 64 && p.n <= 64 ? TileShape::kMedium : TileShape::kLarge;
-  const int64_t tiles = tile_count(p, shape);
-  const int64_t max_splits = std::max<int64_t>(1, p.k / (4 * kSplitGranule));
-  set_splits(p, std::clamp<int64_t>((2 * device.multiprocessors + tiles - 1) / tiles, 1, max_splits));
-  return launch_split(p, args.input, shape, Reduction::kPixels, device);
+  return run_gemm("grad_weight", p, pixel_plan(p, device), args.input, Reduction::kPixels, device);
 }
 
 }  // namespace pointwise::cuda

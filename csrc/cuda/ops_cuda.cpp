@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "autotune.h"
 #include "cuda/conv_gemm.h"
 #include "cuda/cuda_kernels.h"
 
@@ -19,6 +20,34 @@ int device_attribute(cudaDeviceAttr attribute, int device) {
   return value;
 }
 
+// Device::time for autotuning: events around the launches on the current stream, then a wait for
+// the second one (the only host synchronisation of the package, on a problem's first call only).
+cudaError_t time_on_stream(cudaStream_t stream, const std::function<cudaError_t()>& launches, double& ms) {
+  cudaEvent_t events[2] = {nullptr, nullptr};
+  cudaError_t err = cudaEventCreate(&events[0]);
+  if (err == cudaSuccess) err = cudaEventCreate(&events[1]);
+  if (err == cudaSuccess) err = cudaEventRecord(events[0], stream);
+  if (err == cudaSuccess) err = launches();
+  if (err == cudaSuccess) err = cudaEventRecord(events[1], stream);
+  if (err == cudaSuccess) err = cudaEventSynchronize(events[1]);
+  float elapsed = 0;
+  if (err == cudaSuccess) err = cudaEventElapsedTime(&elapsed, events[0], events[1]);
+  for (cudaEvent_t e : events)
+    if (e != nullptr) cudaEventDestroy(e);
+  ms = elapsed;
+  return err;
+}
+
+// Whether `stream` is being captured into a CUDA graph, when timing (which waits for the GPU) must
+// not happen. The query fails where another stream's capture forbids touching this one (the legacy
+// default stream during a global-mode capture): that counts as capturing too.
+bool capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &status) == cudaSuccess) return status != cudaStreamCaptureStatusNone;
+  (void)cudaGetLastError();  // the failed query's error is an answer here, not a fault to report later
+  return true;
+}
+
 // Checks that the tensor's GPU can run the kernels, makes it current, and describes it.
 class DeviceScope {
  public:
@@ -28,8 +57,15 @@ class DeviceScope {
     const int minor = device_attribute(cudaDevAttrComputeCapabilityMinor, index);
     TORCH_CHECK(major >= 8, "pointwise_conv2d's CUDA kernels need compute capability 8.0 or newer (cp.async, ",
                 "mma.sync); ", t.device(), " has ", major, ".", minor);
+    device_.index = index;
     device_.multiprocessors = device_attribute(cudaDevAttrMultiProcessorCount, index);
     device_.stream = c10::cuda::getCurrentCUDAStream(index);
+    device_.autotune = autotune::enabled();
+    if (device_.autotune && !capturing(device_.stream)) {
+      device_.time = [stream = device_.stream](const Plan&, const std::function<cudaError_t()>& launches, double& ms) {
+        return time_on_stream(stream, launches, ms);
+      };
+    }
   }
   const Device& device() const { return device_; }
 

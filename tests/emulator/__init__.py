@@ -55,6 +55,7 @@ def load(verbose=False):
             unit.write_text(text)
         units.append(str(unit))
     sources = [str(HERE / "runtime.cpp"), str(HERE / "guarded_allocator.cpp"), str(HERE / "bindings.cpp"), str(REPO / "csrc" / "conv_args.cpp"),
+               str(REPO / "csrc" / "autotune.cpp"),
                str(REPO / "csrc" / "cuda" / "conv_gemm.cpp")] + units
     os.environ.setdefault("MAX_JOBS", "2")
     return torch.utils.cpp_extension.load(

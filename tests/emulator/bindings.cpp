@@ -2,6 +2,10 @@
 // planning (conv_gemm.cpp) around the kernels of gemm.cuh, run by the emulator on CPU tensors.
 #include <torch/extension.h>
 
+#include <chrono>
+#include <optional>
+
+#include "autotune.h"
 #include "conv_args.h"
 #include "cuda/conv_gemm.h"
 #include "guarded_allocator.h"
@@ -11,8 +15,29 @@ namespace {
 
 using namespace pointwise;
 
+// The plan autotuning should find fastest (tests pin it to check every candidate's results), or
+// none: then each plan's time is the emulator's wall-clock time for it. A pinned ranking needs no
+// runs: autotuning has run each candidate once, untimed, before timing it.
+std::optional<std::string> preferred_plan;
+
+cudaError_t time_plan(const cuda::Plan& plan, const std::function<cudaError_t()>& launches, double& ms) {
+  if (preferred_plan) {
+    ms = cuda::plan_name(plan) == *preferred_plan ? 0.0 : 1.0;
+    return cudaSuccess;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const cudaError_t err = launches();
+  ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return err;
+}
+
 cuda::Device emulated_device() {
-  return {emulator::device_spec(emulator::current_device()).multiprocessors, nullptr};
+  cuda::Device device;
+  device.index = emulator::current_device();
+  device.multiprocessors = emulator::device_spec(device.index).multiprocessors;
+  device.autotune = autotune::enabled();
+  if (device.autotune) device.time = &time_plan;
+  return device;
 }
 
 void check(cudaError_t err) {
@@ -68,6 +93,19 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return out;
   }, "The launches since clear_launches(): (grid, threads a block, dynamic shared memory bytes).");
   m.def("clear_launches", &emulator::clear_launches);
+  m.def("set_autotune", &autotune::set_enabled, "Autotuning on or off (csrc/autotune.h).");
+  m.def("autotune_entries", [] {
+    std::vector<std::tuple<std::string, std::vector<std::string>, std::string>> out;
+    for (const auto& entry : autotune::entries()) {
+      std::vector<std::string> plans;
+      for (const auto& t : entry.timings) plans.push_back(t.plan);
+      out.emplace_back(entry.problem, plans, entry.timings.at(entry.chosen).plan);
+    }
+    return out;
+  }, "Every tuned problem: (problem, the candidate plans in the order timed, the plan kept).");
+  m.def("clear_autotune_cache", &autotune::clear);
+  m.def("prefer_plan", [](std::optional<std::string> plan) { preferred_plan = std::move(plan); },
+        "Autotuning times this plan 0 ms and every other 1 ms (None: wall-clock times).");
   m.def("guard_cpu_allocations", &emulator::guard_cpu_allocations,
         "Every CPU allocation between guard pages and filled with NaN bytes (True), or back to normal (False).");
 }
