@@ -1,27 +1,34 @@
 #!/usr/bin/env bash
-# The whole GPU check in one call, for a machine with an NVIDIA GPU (sm_80+) and torch with CUDA:
-#   build      pip install --no-build-isolation . for this GPU's architecture
-#   cases      tools/cuda_cases.py: every op, dtype and layout against float64 F.conv2d
-#   test       the pytest suite with --runslow (its CUDA tests run because a GPU is present; the
-#              emulated-CUDA tests are left out: they never touch a GPU and every CI run has them)
-#   sanitize   compute-sanitizer memcheck and racecheck over tools/cuda_cases.py, our kernels only
-#   bench      bench/run.py's forward comparisons (results land in $GPU_CHECK_DIR/bench)
+# The whole GPU check in one call, for a machine with an NVIDIA GPU (sm_80+) and torch with CUDA,
+# fitted to a time budget: the device tool lends 15 minutes a session, at most 10 a command, and a
+# machine start comes out of the same 15. Steps, in the order they run (most wanted first):
+#   build        pip install --no-build-isolation . for this GPU's architecture
+#   cases        tools/cuda_cases.py: every op, dtype, layout and alignment against float64
+#   test         pytest's CUDA tests (marked cuda, or parametrised on device "cuda"), with --runslow
+#   bench        bench/run.py's forward comparisons, the issue's targets (with autotuning too)
+#   sanitize     compute-sanitizer memcheck, then racecheck, over tools/cuda_cases.py --quick
 #   bench-train  bench/run.py's forward+backward passes and bench/e2e.py
-#   profile    host time per call (bench/overhead.py), torch.profiler kernel tables and Nsight Compute
-#              reports of three layers: latency-bound (squeeze-excite), memory-bound, compute-bound
-# Usage: tools/gpu_check.sh [step ...]   (default: all, in that order). Logs and results go to
+#   profile      host time per call, torch.profiler kernel tables, and Nsight Compute reports of a
+#                latency-bound (squeeze-excite), a memory-bound and a compute-bound layer
+#   test-cpu     the rest of pytest (CI runs it too, but with another torch)
+# The emulated-CUDA tests are left out: they never touch a GPU and every CI run has them.
+#
+# Usage: tools/gpu_check.sh [--budget SECONDS] [step ...]   (default: all, in that order; budget 540)
+# A step starts only if the budget still holds its usual length, and is stopped at the budget's end;
+# each finished step packs the results, so a call cut off still returns them. Logs and results go to
 # $GPU_CHECK_DIR (default ./gpu_out). Where $OUT is set (the device tool's folder of files to bring
-# back, which takes at most 8 files), each step also packs that folder into $OUT/gpu_check.tar.gz
-# (Nsight Compute reports into $OUT/ncu-reports.tar.gz), so a run cut off at its time limit still
-# returns every finished step. Where the tree is a copy without .git (the device tool's), set
-# POINTWISE_COMMIT=<the commit it was copied from> so the benchmark JSONs record it.
+# back, at most 8 files), each step packs that folder into $OUT/gpu_check.tar.gz (Nsight Compute
+# reports into $OUT/ncu-reports.tar.gz). Where the tree is a copy without .git (the device tool's),
+# set POINTWISE_COMMIT=<the commit it was copied from> so the benchmark JSONs record it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+budget=540
+if [ "${1:-}" = "--budget" ]; then budget=$2; shift 2; fi
 WORK=${GPU_CHECK_DIR:-$PWD/gpu_out}
 mkdir -p "$WORK"
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0a} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(build cases test sanitize bench bench-train profile)
+[ ${#steps[@]} -eq 0 ] && steps=(build cases test bench sanitize bench-train profile test-cpu)
 status=0
 
 pack() {  # the device tool brings back at most 8 files from $OUT: two archives and the summary
@@ -33,13 +40,23 @@ pack() {  # the device tool brings back at most 8 files from $OUT: two archives 
   cp "$WORK/summary.txt" "$OUT/summary.txt"
 }
 
-run_step() {  # name, command...: runs it, logs to $WORK/<name>.log, records pass/fail, packs
-  local name=$1; shift
-  local start=$SECONDS
-  "$@" > "$WORK/$name.log" 2>&1
+# run_step NAME USUAL CAP command...: runs the command if the budget still holds USUAL seconds,
+# for at most CAP seconds and no later than the budget's end; logs to $WORK/NAME.log.
+run_step() {
+  local name=$1 usual=$2 cap=$3; shift 3
+  local left=$((budget - SECONDS))
+  if [ "$left" -lt "$usual" ]; then
+    printf '%-34s skipped: %ds of the budget left, it usually takes %ds\n' "$name" "$left" "$usual" \
+      | tee -a "$WORK/summary.txt"
+    status=1
+    return 1
+  fi
+  local limit=$((cap < left ? cap : left)) start=$SECONDS
+  timeout --kill-after=10 "$limit" "$@" > "$WORK/$name.log" 2>&1
   local rc=$?
-  printf '%-10s rc=%d  %4ds  (%s)\n' "$name" "$rc" $((SECONDS - start)) "$WORK/$name.log" | tee -a "$WORK/summary.txt"
-  tail -n 15 "$WORK/$name.log"
+  local note=""; [ $rc -eq 124 ] && note=" (stopped at its ${limit}s limit)"
+  printf '%-34s rc=%d %4ds%s\n' "$name" "$rc" $((SECONDS - start)) "$note" | tee -a "$WORK/summary.txt"
+  tail -n 12 "$WORK/$name.log"
   pack
   [ $rc -eq 0 ] || status=1
   return $rc
@@ -47,45 +64,50 @@ run_step() {  # name, command...: runs it, logs to $WORK/<name>.log, records pas
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; python3 --version;
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; nvcc --version | tail -n 2;
-  echo "commit ${POINTWISE_COMMIT:-unknown}"; } \
+  echo "commit ${POINTWISE_COMMIT:-unknown}, budget ${budget}s"; } \
   | tee "$WORK/machine.txt"
+
+# The run.py configurations (dtype, layout, pass) of the two bench steps, the issue's targets first.
+BENCH=("bf16 channels_last forward" "fp32 nchw forward" "bf16 nchw forward" "fp16 channels_last forward"
+       "tf32 nchw forward")
+BENCH_TRAIN=("bf16 channels_last fwdbwd" "fp32 nchw fwdbwd")
 
 for step in "${steps[@]}"; do
   case $step in
-    build) run_step build python3 -m pip install --no-build-isolation --no-deps -v -e . || exit 1 ;;
-    cases) run_step cases python3 tools/cuda_cases.py ;;
-    test) run_step test python3 -m pytest tests -q -rs --runslow -p no:cacheprovider \
+    build) run_step build 60 300 python3 -m pip install --no-build-isolation --no-deps -v -e . || exit 1 ;;
+    cases) run_step cases 20 90 python3 tools/cuda_cases.py ;;
+    test) run_step test 60 240 python3 -m pytest tests -q -rs --runslow -p no:cacheprovider -k cuda \
             --ignore tests/test_cuda_emulated.py ;;
+    test-cpu) run_step test-cpu 60 240 python3 -m pytest tests -q -rs -p no:cacheprovider -k "not cuda" \
+                --ignore tests/test_cuda_emulated.py ;;
     sanitize)
       for tool in memcheck racecheck; do
-        run_step "sanitize-$tool" compute-sanitizer --tool "$tool" --kernel-regex kns=pointwise \
-          --error-exitcode 1 python3 tools/cuda_cases.py
+        run_step "sanitize-$tool" 60 180 compute-sanitizer --tool "$tool" --kernel-regex kns=pointwise \
+          --error-exitcode 1 python3 tools/cuda_cases.py --quick
       done ;;
-    bench|bench-train)  # bench: the issue's forward comparisons; bench-train: fwd+bwd passes, end to end
-      if [ "$step" = bench ]; then
-        configs=("fp32 nchw forward" "tf32 nchw forward" "bf16 nchw forward" "bf16 channels_last forward"
-                 "fp16 channels_last forward")
-      else
-        configs=("bf16 channels_last fwdbwd" "fp32 nchw fwdbwd")
-      fi
+    bench|bench-train)
+      if [ "$step" = bench ]; then configs=("${BENCH[@]}"); else configs=("${BENCH_TRAIN[@]}"); fi
       for config in "${configs[@]}"; do
         set -- $config
-        run_step "bench-$1-$2-$3" python3 bench/run.py --device cuda --dtype "$1" --layout "$2" --pass "$3" \
+        run_step "bench-$1-$2-$3" 15 90 python3 bench/run.py --device cuda --dtype "$1" --layout "$2" --pass "$3" \
           --out "$WORK/bench"
       done
       if [ "$step" = bench-train ]; then
-        run_step bench-e2e python3 bench/e2e.py --device cuda --dtype bf16 --layout channels_last --out "$WORK/bench"
+        run_step bench-e2e 40 150 python3 bench/e2e.py --device cuda --dtype bf16 --layout channels_last \
+          --out "$WORK/bench"
       fi ;;
     profile)
-      run_step overhead python3 bench/overhead.py --device cuda --out "$WORK/bench"
+      run_step overhead 20 60 python3 bench/overhead.py --device cuda --out "$WORK/bench"
       for layer in "effb0:1152>48@1" "mbv2:32>16@112" "r50:512>2048@7"; do
         tag=$(printf '%s' "$layer" | tr -c 'A-Za-z0-9' '_')
-        run_step "torchprof-$tag" python3 bench/profile_torch.py --layer "$layer" --impl ours,conv --dtype bf16 \
-          --layout channels_last --out "$WORK/profile"
-        PYTHON=python3 OUT_DIR="$WORK/ncu" NAME="ncu-$tag" run_step "ncu-$tag" bench/profile_ncu.sh --layer "$layer" --dtype bf16 \
-          --layout channels_last
+        run_step "torchprof-$tag" 15 60 python3 bench/profile_torch.py --layer "$layer" --impl ours,conv \
+          --dtype bf16 --layout channels_last --out "$WORK/profile"
+        PYTHON=python3 OUT_DIR="$WORK/ncu" NAME="ncu-$tag" run_step "ncu-$tag" 30 120 bench/profile_ncu.sh \
+          --layer "$layer" --dtype bf16 --layout channels_last
       done ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done
+echo "--- summary (budget ${budget}s, used ${SECONDS}s) ---"
+cat "$WORK/summary.txt"
 exit $status
