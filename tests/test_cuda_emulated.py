@@ -227,3 +227,22 @@ def test_every_autotune_candidate_is_correct(emu, autotuning, case, dtype_name, 
         _check_ops(emu, case, dtype_name, layout, activation="silu", residual=True)
         for problem, plans, kept in emu.autotune_entries():
             assert kept == (plan if plan in candidates[problem] else plans[0]), (problem, plan)
+
+
+@pytest.mark.parametrize("dtype_name", ["bf16", "f16"])
+@pytest.mark.parametrize(
+    "hw,layout,copy_bytes",
+    [
+        ((4, 4), "nchw", {16}),  # 16 pixels an image: 16-byte vectors
+        ((6, 6), "nchw", {16, 4}),  # 36: pairs of pixels (the weights still as vectors)
+        ((7, 7), "nchw", {16}),  # 49: pixels one by one, through registers (no cp.async)
+        ((6, 6), "misaligned_nchw", set()),  # storage one element in: nothing 4-byte aligned
+    ],
+    ids=str,
+)
+def test_16bit_loads(emu, dtype_name, hw, layout, copy_bytes):
+    """16-bit NCHW activations move as 16-byte vectors, 4-byte pairs or single elements, whichever
+    their images allow; every way gives the same results (checked against float64)."""
+    emu.clear_launches()
+    _check_ops(emu, Case("loads", 2, 32, 24, *hw), dtype_name, layout)
+    assert set(emu.copies_by_size()) == copy_bytes

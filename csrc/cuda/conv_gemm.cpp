@@ -68,13 +68,14 @@ DimIndex pixel_dim(const ConvGeometry& g, const ActivationLayout& layout, bool i
   return d;
 }
 
-// Whether the operand's contiguous dimension can move as 16-byte vectors: every vector must start
-// aligned and lie wholly inside one image's unmapped pixels or one row's channels.
-bool vectorizable(const GemmOperand& op, const DimIndex& contiguous, int64_t extent, const DimIndex& other,
-                  size_t element_size, int64_t split_stride = 0) {
-  const int64_t v = 16 / static_cast<int64_t>(element_size);
+// Whether the operand's contiguous dimension can move in runs of `bytes` (16: vectors, 4: pairs of
+// 16-bit elements): every run must start aligned and lie wholly inside one image's unmapped pixels
+// or one row's channels.
+bool runs_fit(const GemmOperand& op, const DimIndex& contiguous, int64_t extent, const DimIndex& other,
+              size_t element_size, int64_t split_stride = 0, int64_t bytes = 16) {
+  const int64_t v = bytes / static_cast<int64_t>(element_size);
   auto aligned = [v](int64_t x) { return x % v == 0; };
-  if (reinterpret_cast<uintptr_t>(op.data) % 16 != 0) return false;
+  if (v < 1 || reinterpret_cast<uintptr_t>(op.data) % bytes != 0) return false;
   if (!aligned(op.group_stride) || !aligned(split_stride) || !aligned(extent)) return false;
   if (contiguous.stride != 1) return false;
   if (contiguous.pixels != 0 && (contiguous.mapped || !aligned(contiguous.pixels) || !aligned(contiguous.image_stride)))
@@ -82,13 +83,20 @@ bool vectorizable(const GemmOperand& op, const DimIndex& contiguous, int64_t ext
   return aligned(other.stride) && (other.pixels == 0 || aligned(other.image_stride));
 }
 
+// How a GEMM input's tiles are loaded: 16-byte vectors, else pairs of 16-bit elements, else one by one.
+void set_runs(GemmOperand& op, bool rows_contiguous, int64_t rows, int64_t cols, size_t element_size) {
+  const DimIndex& contiguous = rows_contiguous ? op.rows : op.cols;
+  const DimIndex& other = rows_contiguous ? op.cols : op.rows;
+  const int64_t extent = rows_contiguous ? rows : cols;
+  op.vectorized = runs_fit(op, contiguous, extent, other, element_size);
+  op.paired = !op.vectorized && element_size == 2 && runs_fit(op, contiguous, extent, other, element_size, 0, 4);
+}
+
 void set_vectorization(GemmProblem& p, size_t element_size, size_t c_element_size, const void* residual) {
-  p.a.vectorized = p.a_k_contiguous ? vectorizable(p.a, p.a.cols, p.k, p.a.rows, element_size)
-                                    : vectorizable(p.a, p.a.rows, p.m, p.a.cols, element_size);
-  p.b.vectorized = p.b_k_contiguous ? vectorizable(p.b, p.b.rows, p.k, p.b.cols, element_size)
-                                    : vectorizable(p.b, p.b.cols, p.n, p.b.rows, element_size);
-  p.c.vectorized = (p.c_m_contiguous ? vectorizable(p.c, p.c.rows, p.m, p.c.cols, c_element_size, p.c_split_stride)
-                                     : vectorizable(p.c, p.c.cols, p.n, p.c.rows, c_element_size, p.c_split_stride)) &&
+  set_runs(p.a, !p.a_k_contiguous, p.m, p.k, element_size);  // A is m x k
+  set_runs(p.b, p.b_k_contiguous, p.k, p.n, element_size);   // B is k x n
+  p.c.vectorized = (p.c_m_contiguous ? runs_fit(p.c, p.c.rows, p.m, p.c.cols, c_element_size, p.c_split_stride)
+                                     : runs_fit(p.c, p.c.cols, p.n, p.c.rows, c_element_size, p.c_split_stride)) &&
                    reinterpret_cast<uintptr_t>(residual) % 16 == 0;
 }
 
@@ -220,8 +228,8 @@ cudaError_t launch_split(const GemmProblem& p, const at::Tensor& like, TileShape
   q.residual = nullptr;
   q.activation = 0;
   const size_t acc_size = element_size(acc_dtype);
-  q.c.vectorized = p.c_m_contiguous ? vectorizable(q.c, q.c.rows, q.m, q.c.cols, acc_size, count)
-                                    : vectorizable(q.c, q.c.cols, q.n, q.c.rows, acc_size, count);
+  q.c.vectorized = p.c_m_contiguous ? runs_fit(q.c, q.c.rows, q.m, q.c.cols, acc_size, count)
+                                    : runs_fit(q.c, q.c.cols, q.n, q.c.rows, acc_size, count);
   if (cudaError_t err = launch(q, dtype, shape, reduction, device); err != cudaSuccess) return err;
 
   const void* sums = partials.data_ptr();

@@ -83,40 +83,72 @@ struct SmemTile {
 
 // Fills one stage of a tile of OUTER x INNER elements, INNER being contiguous in global memory.
 // One of the two is the K dimension (indices from k0, offsets from k_dim, which needs a division
-// only for a reduction over pixels); the other is the block's
-// fixed range of m or n, whose offsets were computed once per block (`fixed`, -1 where there is
-// nothing to read). Positions with nothing to read are filled with zeros.
+// only for a reduction over pixels); the other is the block's fixed range of m or n, whose offsets
+// were computed once per block (`fixed`, -1 where there is nothing to read). Positions with nothing
+// to read are filled with zeros. The operand's layout (host-checked, gemm_problem.h) decides how:
+// 16-byte vectors, 4-byte pairs of 16-bit elements, or single elements.
 template <typename T, int OUTER, int INNER, int LD, int THREADS, bool K_INNER, Reduction R>
 __device__ __forceinline__ void load_tile(T* smem, const T* gmem, const int64_t* fixed, const DimIndex& k_dim,
-                                          int32_t k0, int32_t k_end, bool vectorized) {
-  if (vectorized) {  // whole vectors are in range or out of it, and contiguous (host-checked)
-    constexpr int V = 16 / sizeof(T);
-    constexpr int kVectors = OUTER * INNER / V;
+                                          int32_t k0, int32_t k_end, const GemmOperand& op) {
+  // The global offset of element (o, i) of the tile, or -1 where there is nothing to read.
+  auto offset = [&](int o, int i) -> int64_t {
+    const int32_t k = k0 + (K_INNER ? i : o);
+    const int64_t f = fixed[K_INNER ? o : i];
+    const int64_t ko = k >= k_end ? -1 : R == Reduction::kChannels ? int64_t(k) * k_dim.stride : k_dim.offset(k);
+    return f >= 0 && ko >= 0 ? f + ko : -1;
+  };
+  // Runs of V elements along INNER, wholly inside or outside the operand, each copied by one
+  // cp.async of V * sizeof(T) bytes.
+  auto copy_runs = [&](auto run_elements) {
+    constexpr int V = decltype(run_elements)::value;
+    constexpr int kRuns = OUTER * INNER / V;
+#pragma unroll 4
+    for (int it = 0; it < (kRuns + THREADS - 1) / THREADS; ++it) {
+      const int r = threadIdx.x + it * THREADS;
+      if (kRuns % THREADS != 0 && r >= kRuns) break;
+      const int o = r / (INNER / V), i = (r % (INNER / V)) * V;
+      const int64_t at = offset(o, i);
+      cp_async<V * sizeof(T)>(smem + o * LD + i, at >= 0 ? gmem + at : gmem, at >= 0);
+    }
+  };
+  if (op.vectorized) {
+    copy_runs(std::integral_constant<int, 16 / sizeof(T)>{});
+  } else if constexpr (sizeof(T) == 2) {
+    if (op.paired) {
+      copy_runs(std::integral_constant<int, 2>{});
+    } else {
+      // cp.async moves at least 4 bytes: single 16-bit elements go through registers, in batches
+      // of 4 loads issued before the first is stored, so that a stage waits for one memory latency
+      // per batch rather than per element or two. Batches of 8 took 96-110 registers on the
+      // 128-thread tiles, 4 take 64-80, as before (ptxas, sm_90a, bf16).
+      constexpr int kElems = OUTER * INNER, kPerThread = (kElems + THREADS - 1) / THREADS;
+      constexpr int kBatch = kPerThread < 4 ? kPerThread : 4;
+#pragma unroll 1
+      for (int first = 0; first < kPerThread; first += kBatch) {
+        T value[kBatch];
 #pragma unroll
-    for (int it = 0; it < (kVectors + THREADS - 1) / THREADS; ++it) {
-      const int v = threadIdx.x + it * THREADS;
-      if (kVectors % THREADS != 0 && v >= kVectors) break;
-      const int o = v / (INNER / V), i = (v % (INNER / V)) * V;
-      const int32_t k = k0 + (K_INNER ? i : o);
-      const int64_t f = fixed[K_INNER ? o : i];
-      const int64_t ko = k >= k_end ? -1 : R == Reduction::kChannels ? int64_t(k) * k_dim.stride : k_dim.offset(k);
-      const bool valid = f >= 0 && ko >= 0;
-      cp_async<16>(smem + o * LD + i, valid ? gmem + f + ko : gmem, valid);
+        for (int j = 0; j < kBatch; ++j) {
+          const int e = threadIdx.x + (first + j) * THREADS;
+          value[j] = from_acc<T>(0.0f);
+          if (first + j < kPerThread && (kElems % THREADS == 0 || e < kElems)) {
+            const int64_t at = offset(e / INNER, e % INNER);
+            if (at >= 0) value[j] = gmem[at];
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < kBatch; ++j) {
+          const int e = threadIdx.x + (first + j) * THREADS;
+          if (first + j < kPerThread && (kElems % THREADS == 0 || e < kElems))
+            smem[(e / INNER) * LD + e % INNER] = value[j];
+        }
+      }
     }
   } else {
-    constexpr int kElems = OUTER * INNER;
 #pragma unroll 2
-    for (int e = threadIdx.x; e < kElems; e += THREADS) {
+    for (int e = threadIdx.x; e < OUTER * INNER; e += THREADS) {
       const int o = e / INNER, i = e % INNER;
-      const int32_t k = k0 + (K_INNER ? i : o);
-      const int64_t f = fixed[K_INNER ? o : i];
-      const int64_t ko = k >= k_end ? -1 : R == Reduction::kChannels ? int64_t(k) * k_dim.stride : k_dim.offset(k);
-      const bool valid = f >= 0 && ko >= 0;
-      if constexpr (sizeof(T) >= 4) {
-        cp_async<sizeof(T)>(smem + o * LD + i, valid ? gmem + f + ko : gmem, valid);
-      } else {  // cp.async moves at least 4 bytes: 16-bit elements go through registers
-        smem[o * LD + i] = valid ? gmem[f + ko] : from_acc<T>(0.0f);
-      }
+      const int64_t at = offset(o, i);
+      cp_async<sizeof(T)>(smem + o * LD + i, at >= 0 ? gmem + at : gmem, at >= 0);
     }
   }
 }
@@ -345,9 +377,9 @@ struct GemmKernel {
   __device__ static void load_stage(T* As, T* Bs, const GemmProblem& p, const Offsets& off, const T* A, const T* B,
                                     int32_t k0, int32_t k_end) {
     load_tile<T, TileA::kOuter, TileA::kInner, TileA::kLd, Cfg::kThreads, A_K, R>(As, A, off.a_m, p.a.cols, k0, k_end,
-                                                                               p.a.vectorized);
+                                                                               p.a);
     load_tile<T, TileB::kOuter, TileB::kInner, TileB::kLd, Cfg::kThreads, B_K, R>(Bs, B, off.b_n, p.b.rows, k0, k_end,
-                                                                               p.b.vectorized);
+                                                                               p.b);
   }
 
   // Bias, residual, activation, cast and store of the C tile, one 16-byte vector (or its elements)

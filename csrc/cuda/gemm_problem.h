@@ -44,8 +44,11 @@ struct GemmOperand {
   int64_t group_stride = 0;  // elements between consecutive groups
   DimIndex rows, cols;       // A: (m, k); B: (k, n); C: (m, n)
   // The contiguous dimension may be read/written as 16-byte vectors: aligned, extent and strides
-  // multiples of the vector, and no pixel map on it (checked on the host, see ops_cuda.cpp).
+  // multiples of the vector, and no pixel map on it (checked on the host, conv_gemm.cpp).
   bool vectorized = false;
+  // Where not vectorized, 16-bit elements may be read as 4-byte pairs on the same terms (an NCHW
+  // image of 14x14 or 190x190 pixels: an even count, not a multiple of 8), by cp.async like vectors.
+  bool paired = false;
 };
 
 // How the tiles are multiplied: exact FMA (fp32, fp64), TF32 tensor cores for fp32, or

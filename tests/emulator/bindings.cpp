@@ -92,6 +92,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                        r.smem_bytes);
     return out;
   }, "The launches since clear_launches(): (grid, threads a block, dynamic shared memory bytes).");
+  m.def("copies_by_size", &emulator::copies_by_size,
+        "The cp.asyncs of the launches since clear_launches(), counted by size in bytes.");
   m.def("clear_launches", &emulator::clear_launches);
   m.def("set_autotune", &autotune::set_enabled, "Autotuning on or off (csrc/autotune.h).");
   m.def("autotune_entries", [] {

@@ -78,6 +78,7 @@ struct Emulator {
   int device = 0;
   CopyLanding landing = CopyLanding::kLate;
   std::vector<LaunchRecord> launches;
+  std::map<int, uint64_t> copies;  // cp.asyncs by size in bytes
   std::map<std::pair<const void*, int>, size_t> max_smem;  // (kernel, device) -> opted-in bytes
   std::string error;
 
@@ -249,7 +250,11 @@ int current_device() { return state().device; }
 void set_copy_landing(CopyLanding landing) { state().landing = landing; }
 
 const std::vector<LaunchRecord>& launches() { return state().launches; }
-void clear_launches() { state().launches.clear(); }
+const std::map<int, uint64_t>& copies_by_size() { return state().copies; }
+void clear_launches() {
+  state().launches.clear();
+  state().copies.clear();
+}
 const std::string& last_error() { return state().error; }
 
 // ---- the runtime calls ----------------------------------------------------------------------------
@@ -324,6 +329,7 @@ void cp_async(void* smem, const void* gmem, int bytes, bool valid) {
     return;
   }
   const Copy copy{smem, gmem, bytes, valid};
+  ++e.copies[bytes];
   if (e.landing == CopyLanding::kEarly) land(copy);
   else e.fibers[e.current]->open.push_back(copy);
 }

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,8 @@ struct LaunchRecord {
   size_t smem_bytes;
 };
 const std::vector<LaunchRecord>& launches();
+// The cp.asyncs those launches issued, counted by size in bytes.
+const std::map<int, uint64_t>& copies_by_size();
 void clear_launches();
 
 // The first violation of the last failed launch.
