@@ -185,22 +185,29 @@ Plan pixel_plan(const GemmProblem& p, const Device& device) {
                                                    most_pixel_splits(p)))};
 }
 
-// What autotuning times besides the heuristic's plan. Channel reductions: every tile unsplit, and
-// the medium tile with the K range cut in 2, 4, 8, ... chunks of at least two granules. Grad-weight:
-// the large and medium tiles with a quarter to four times the heuristic's splits.
-std::vector<Plan> candidate_plans(const GemmProblem& p, Reduction reduction, const Plan& heuristic) {
+// Split partials autotuning may allocate for one candidate: 32 M accumulators (128 MB of fp32).
+constexpr int64_t kMostCandidatePartials = int64_t(1) << 25;
+
+// What autotuning times besides the heuristic's plan. Channel reductions: every tile unsplit, and,
+// where medium tiles would not give every SM two, the medium tile with the K range cut in 2, 4, 8,
+// ... chunks of at least two granules. Grad-weight: the large and medium tiles with a quarter to
+// four times the heuristic's splits. None whose partial sums would pass kMostCandidatePartials.
+std::vector<Plan> candidate_plans(const GemmProblem& p, Reduction reduction, const Plan& heuristic,
+                                  const Device& device) {
   std::vector<Plan> plans{heuristic};
   auto add = [&](Plan plan) {
     const bool known = std::any_of(plans.begin(), plans.end(), [&](const Plan& q) {
       return q.tile == plan.tile && q.splits == plan.splits;
     });
-    if (!known && int64_t(p.groups) * plan.splits <= 65535) plans.push_back(plan);
+    const bool fits = plan.splits == 1 || int64_t(plan.splits) * p.groups * p.m * p.n <= kMostCandidatePartials;
+    if (!known && fits && int64_t(p.groups) * plan.splits <= 65535) plans.push_back(plan);
   };
   if (reduction == Reduction::kChannels) {
     for (TileShape tile : {TileShape::kLarge, TileShape::kMedium, TileShape::kNarrowM, TileShape::kNarrowN})
       add({tile, 1});
-    for (int64_t wanted = 2; wanted <= 64 && p.k >= wanted * 2 * kSplitGranule; wanted *= 2)
-      add({TileShape::kMedium, splits_for(p, wanted)});
+    if (tile_count(p, TileShape::kMedium) < 2 * device.multiprocessors)
+      for (int64_t wanted = 2; wanted <= 64 && p.k >= wanted * 2 * kSplitGranule; wanted *= 2)
+        add({TileShape::kMedium, splits_for(p, wanted)});
   } else {
     const int64_t s = heuristic.splits;
     for (TileShape tile : {TileShape::kLarge, TileShape::kMedium})
@@ -283,7 +290,7 @@ cudaError_t run_gemm(const char* op, const GemmProblem& p, const Plan& heuristic
   if (!device.time) return run_plan(p, heuristic, like, reduction, device);
 
   autotune::Entry entry{problem, {}, 0};
-  for (const Plan& plan : candidate_plans(p, reduction, heuristic)) {
+  for (const Plan& plan : candidate_plans(p, reduction, heuristic, device)) {
     auto launches = [&] { return run_plan(p, plan, like, reduction, device); };
     if (cudaError_t err = launches(); err != cudaSuccess) return err;
     double best = std::numeric_limits<double>::infinity();
