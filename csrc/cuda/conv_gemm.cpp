@@ -272,7 +272,7 @@ std::string describe(const char* op, const GemmProblem& p, at::ScalarType dtype,
   s << op << " " << c10::toString(dtype) << (dtype == at::kFloat && tf32_allowed() ? "/tf32" : "") << " m=" << p.m
     << " n=" << p.n << " k=" << p.k << " groups=" << p.groups << " contiguous=" << (p.a_k_contiguous ? "k" : "m")
     << (p.b_k_contiguous ? "k" : "n") << (p.c_m_contiguous ? "m" : "n") << " vectors=" << p.a.vectorized
-    << p.b.vectorized << p.c.vectorized << " pixels=" << pixels(p.b.rows) << "," << pixels(p.b.cols) << ","
+    << p.b.vectorized << p.c.vectorized << " pairs=" << p.a.paired << p.b.paired << " pixels=" << pixels(p.b.rows) << "," << pixels(p.b.cols) << ","
     << pixels(p.c.cols) << " epilogue=" << (p.bias != nullptr) << (p.residual != nullptr) << p.activation
     << " device=" << device.index << " sms=" << device.multiprocessors;
   return s.str();

@@ -33,7 +33,8 @@ struct Device {
   bool autotune = false;
   // Runs `launches` (one plan of one GEMM) and sets `ms` to its time on the stream. Empty where
   // nothing may be timed (a stream being captured into a CUDA graph): a problem not tuned yet then
-  // runs the heuristic's plan, and is tuned at a later call.
+  // runs the heuristic's plan, and is tuned at a later call. The GPU's timer ignores `plan`; the
+  // emulator's tests rank plans by it.
   std::function<cudaError_t(const Plan& plan, const std::function<cudaError_t()>& launches, double& ms)> time;
 };
 
