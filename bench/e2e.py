@@ -6,7 +6,9 @@
 For each model (weights=None, random init, 224x224 random images): inference (eval mode, no_grad)
 and one training step (forward, cross-entropy, backward, SGD step), each the median time of the
 step from pointwise_cuda.timing.median_ms. The converted model is a deep copy with the same
-weights; its eval output is checked against the original's before timing.
+weights; its eval output is checked against the original's before timing. On CUDA each step is
+also timed "tuned": torch.backends.cudnn.benchmark and pointwise_cuda.set_autotune both on, so
+that each side runs the kernels its own tuner picks (the warm-up calls tune).
 Writes <out>/e2e-<device>-<dtype>-<layout>-b<batch>.{json,md}.
 """
 
@@ -76,6 +78,21 @@ def training_step(model, x, target):
     return step
 
 
+def tuned(step):
+    """The step with both autotuners on (cuDNN's for every convolution cuDNN runs, ours for the 1x1s)."""
+
+    def run():
+        torch.backends.cudnn.benchmark = True
+        pw.set_autotune(True)
+        try:
+            return step()
+        finally:
+            torch.backends.cudnn.benchmark = False
+            pw.set_autotune(False)
+
+    return run
+
+
 def bench_model(name, args, device, dtype, memory_format) -> dict:
     torch.manual_seed(1)
     x = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device).to(dtype)
@@ -89,9 +106,12 @@ def bench_model(name, args, device, dtype, memory_format) -> dict:
     rec = {"model": name, "converted_layers": n_converted, "ms": {}, "errors": {}}
     base.eval(), converted.eval()
     with torch.no_grad():
-        ref, out = base(x).double(), converted(x).double()
-        rec["rel_err"] = ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
-    rec["check_ok"] = rec["rel_err"] <= TOLERANCE[args.dtype]
+        ref = base(x).double()
+        rec["rel_err"] = ((converted(x).double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+        if args.tuned:
+            out = tuned(lambda: converted(x))().double()
+            rec["rel_err_tuned"] = ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+    rec["check_ok"] = max(rec["rel_err"], rec.get("rel_err_tuned", 0.0)) <= TOLERANCE[args.dtype]
 
     steps = {
         ("inference", "torchvision"): inference_step(base, x),
@@ -103,6 +123,8 @@ def bench_model(name, args, device, dtype, memory_format) -> dict:
         conv_t = pw.convert(base_t)
         steps[("train_step", "torchvision")] = training_step(base_t, x, target)
         steps[("train_step", "converted")] = training_step(conv_t, x, target)
+    if args.tuned:
+        steps.update({(what, which + "_tuned"): tuned(step) for (what, which), step in list(steps.items())})
     rounds = {}
     for _ in range(args.rounds):  # interleaved, so that noise lands on both sides
         for key, step in steps.items():
@@ -117,6 +139,8 @@ def bench_model(name, args, device, dtype, memory_format) -> dict:
     for what, ms in rec["ms"].items():
         if "torchvision" in ms and "converted" in ms:
             ms["speedup"] = ms["torchvision"] / ms["converted"]
+        if "torchvision_tuned" in ms and "converted_tuned" in ms:
+            ms["speedup_tuned"] = ms["torchvision_tuned"] / ms["converted_tuned"]
     return rec
 
 
@@ -131,23 +155,28 @@ def markdown(result) -> str:
         f"torch {env['torch']}, CUDA {env['cuda']}, commit `{(env['commit'] or 'none')[:12]}`"
         f"{' (dirty)' if env['dirty'] else ''}, {env['threads']} CPU threads{load}, {cfg['image_size']}x{cfg['image_size']} images.",
         "",
-        "| model | 1x1 convs converted | inference ms torchvision | inference ms converted | × | "
-        "train step ms torchvision | train step ms converted | × | rel. error |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | 1x1 convs converted | step | ms torchvision | ms converted | × | "
+        "ms torchvision tuned | ms converted tuned | × tuned |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["models"]:
-        inf, tr = r["ms"].get("inference", {}), r["ms"].get("train_step", {})
-        lines.append(
-            f"| {r['model']}{'' if r['check_ok'] else ' ⚠'} | {r['converted_layers']} | {bu.fmt(inf.get('torchvision'), '.2f')} | "
-            f"{bu.fmt(inf.get('converted'), '.2f')} | {bu.fmt(inf.get('speedup'), '.2f')} | "
-            f"{bu.fmt(tr.get('torchvision'), '.2f')} | {bu.fmt(tr.get('converted'), '.2f')} | {bu.fmt(tr.get('speedup'), '.2f')} | "
-            f"{r['rel_err']:.1e} |"
-        )
+        for what in ("inference", "train_step"):
+            ms = r["ms"].get(what, {})
+            lines.append(
+                f"| {r['model']}{'' if r['check_ok'] else ' ⚠'} | {r['converted_layers']} | {what} | "
+                f"{bu.fmt(ms.get('torchvision'), '.2f')} | {bu.fmt(ms.get('converted'), '.2f')} | "
+                f"{bu.fmt(ms.get('speedup'), '.2f')} | {bu.fmt(ms.get('torchvision_tuned'), '.2f')} | "
+                f"{bu.fmt(ms.get('converted_tuned'), '.2f')} | {bu.fmt(ms.get('speedup_tuned'), '.2f')} |"
+            )
+    errors = ", ".join(f"{r['model']} {r['rel_err']:.1e}" + (f" (tuned {r['rel_err_tuned']:.1e})" if "rel_err_tuned" in r else "")
+                       for r in result["models"])
     lines += [
         "",
         "ms: medians of the whole step. ×: torchvision time / converted time (above 1 = converted faster). "
-        "train step: forward, cross-entropy, backward and an SGD step. rel. error: converted eval output against the "
-        "original's. ⚠: over the tolerance.",
+        "train_step: forward, cross-entropy, backward and an SGD step. tuned: cudnn.benchmark and "
+        "pointwise_cuda.set_autotune on (CUDA only). ⚠: over the tolerance.",
+        "",
+        f"Relative error of the converted model's eval output against the original's: {errors}.",
     ]
     errors = {r["model"]: r["errors"] for r in result["models"] if r["errors"]}
     if errors:
@@ -164,6 +193,8 @@ def parse_args(argv):
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--inference-only", action="store_true")
+    p.add_argument("--no-tuned", dest="tuned", action="store_false",
+                   help="skip the tuned timings (cudnn.benchmark + pointwise_cuda.set_autotune; CUDA only)")
     p.add_argument("--out", default=None, help="output folder (default: bench/results/<device>/)")
     p.add_argument("--warmup", type=int, default=None, help="default: 5 CUDA, 3 CPU (oneDNN builds its kernels in the first calls)")
     p.add_argument("--repeat", type=int, default=None, help="default: 20 CUDA, 5 CPU")
@@ -175,6 +206,7 @@ def parse_args(argv):
     args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 3)
     args.repeat = args.repeat or (20 if cuda else 5)
     args.rounds = args.rounds or (1 if cuda else 2)
+    args.tuned = args.tuned and cuda  # both tuners act on CUDA kernels alone
     return args
 
 
@@ -200,7 +232,7 @@ def main(argv=None) -> int:
         "kind": "e2e",
         "config": {"device": str(device), "dtype": args.dtype, "layout": args.layout, "batch": args.batch,
                    "image_size": args.image_size, "warmup": args.warmup, "repeat": args.repeat, "rounds": args.rounds,
-                   "precision_flags": flags, "cudnn_benchmark": False, "timer": "pointwise_cuda.timing.median_ms"},
+                   "precision_flags": flags, "tuned": args.tuned, "timer": "pointwise_cuda.timing.median_ms"},
         "environment": bu.environment(device),
         "models": records,
         "seconds": time.time() - started,

@@ -93,9 +93,9 @@ def layers_table(runs, base_dir):
 
 def e2e_table(runs, base_dir):
     lines = [
-        "| device | model | dtype | layout | batch | inference ms (torchvision → converted) | × | "
-        "train step ms (torchvision → converted) | × | commit | |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---|---|",
+        "| device | model | dtype | layout | batch | inference ms (torchvision → converted) | × | tuned × | "
+        "train step ms (torchvision → converted) | × | tuned × | commit | |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for run in sorted(runs, key=_rank):
         cfg, env = run["config"], run["environment"]
@@ -104,9 +104,10 @@ def e2e_table(runs, base_dir):
             lines.append(
                 f"| {_device(env)} | {r['model']} | {cfg['dtype']} | {cfg['layout']} | {cfg['batch']} | "
                 f"{bu.fmt(inf.get('torchvision'), '.2f')} → {bu.fmt(inf.get('converted'), '.2f')} | "
-                f"**{bu.fmt(inf.get('speedup'), '.2f', '×')}** | "
+                f"**{bu.fmt(inf.get('speedup'), '.2f', '×')}** | {bu.fmt(inf.get('speedup_tuned'), '.2f', '×')} | "
                 f"{bu.fmt(tr.get('torchvision'), '.2f')} → {bu.fmt(tr.get('converted'), '.2f')} | "
-                f"**{bu.fmt(tr.get('speedup'), '.2f', '×')}** | {_commit(env)} | {_link(run, base_dir)} |"
+                f"**{bu.fmt(tr.get('speedup'), '.2f', '×')}** | {bu.fmt(tr.get('speedup_tuned'), '.2f', '×')} | "
+                f"{_commit(env)} | {_link(run, base_dir)} |"
             )
     return lines
 
@@ -128,7 +129,8 @@ def report(results_dir, base_dir) -> str:
             "",
         ] + layers_table(layer_runs, base_dir) + [""]
     if e2e_runs:
-        lines += ["**End to end**, torchvision models after `pointwise_cuda.convert()` against unconverted:", ""]
+        lines += ["**End to end**, torchvision models after `pointwise_cuda.convert()` against unconverted "
+                  "(tuned: both with `cudnn.benchmark` and `pointwise_cuda.set_autotune(True)`, CUDA only):", ""]
         lines += e2e_table(e2e_runs, base_dir) + [""]
     lines.append("Times are medians from `pointwise_cuda.timing.median_ms` (L2 flushed between calls on CUDA). "
                  "See bench/README.md for the method and bench/results/ for every figure.")
