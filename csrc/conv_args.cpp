@@ -58,6 +58,11 @@ ConvGeometry check_conv_params(at::IntArrayRef weight_size, int64_t in_channels,
   g.groups = groups;
   g.in_channels = in_channels;
   g.out_channels = weight_size[0];
+  // As F.conv2d: a convolution with no output channels has no meaning, and would leave nothing to
+  // write the (zero) input gradient.
+  TORCH_CHECK(g.out_channels > 0, "Given groups=", groups,
+              ", expected weight to be at least 1 at dimension 0, but got weight of size ",
+              shape_str(weight_size), " instead");
   TORCH_CHECK(g.out_channels % groups == 0, "Given groups=", groups,
               ", expected weight to be divisible by ", groups, " at dimension 0, but got weight of size ",
               shape_str(weight_size));

@@ -100,7 +100,8 @@ at::Tensor run_backward_input(const at::Tensor& grad_output, const at::Tensor& w
                               at::IntArrayRef padding, int64_t groups) {
   BackwardInputArgs args =
       prepare_backward_input(grad_output, weight, input_size, stride, padding, groups);
-  // Nothing to compute without output pixels, or without input channels to receive the gradient.
+  // Nothing to compute without images or pixels (grad_input is then empty too: C_out > 0), or
+  // without input channels to receive the gradient.
   if (args.grad_output.numel() > 0 && args.grad_input.numel() > 0) kernel(args);
   return args.grad_input;
 }

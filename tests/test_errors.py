@@ -26,6 +26,7 @@ CASES = {
     "kernel_3x3": (dict(weight=torch.randn(4, 6, 3, 3)), ValueError, r"1x1.*weight|weight.*1x1", False),
     "kernel_1x3": (dict(weight=torch.randn(4, 6, 1, 3)), ValueError, r"1x1.*weight|weight.*1x1", False),
     "weight_3d": (dict(weight=torch.randn(4, 6, 1)), RuntimeError, r"weight", False),
+    "no_output_channels": (dict(weight=torch.randn(0, 6, 1, 1), bias=None, residual=None), RuntimeError, r"weight", True),
     "c_in_mismatch": (dict(weight=torch.randn(4, 5, 1, 1)), RuntimeError, r"input.*channels", True),
     "groups_not_dividing_c_out": (
         dict(weight=torch.randn(5, 3, 1, 1), bias=torch.randn(5), residual=torch.randn(2, 5, 4, 5), groups=2),
@@ -166,6 +167,10 @@ OP_CASES = {
     ),
     "backward_input_weight_dtype": (
         lambda: ops.conv_backward_input(torch.randn(2, 4, 4, 5), torch.randn(4, 6, 1, 1).double(), [2, 6, 4, 5], [1, 1], [0, 0], 1),
+        RuntimeError, r"weight",
+    ),
+    "backward_input_no_output_channels": (
+        lambda: ops.conv_backward_input(torch.randn(2, 0, 4, 5), torch.randn(0, 6, 1, 1), [2, 6, 4, 5], [1, 1], [0, 0], 1),
         RuntimeError, r"weight",
     ),
     "backward_input_stride_0": (
