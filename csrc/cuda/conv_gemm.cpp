@@ -281,7 +281,8 @@ std::string describe(const char* op, const GemmProblem& p, at::ScalarType dtype,
 // Runs p by the heuristic's plan or, with autotuning on, by the plan kept for this problem: the
 // first call of a problem times every candidate (one untimed run, then the best of three) and keeps
 // the fastest. The output is always that of the plan kept, so a problem's results have the same
-// bits on every call of the process. float64 has one tile: nothing to tune.
+// bits on every call of the process, but for calls captured into a CUDA graph before the problem
+// was tuned (they run the heuristic's plan). float64 has one tile: nothing to tune.
 cudaError_t run_gemm(const char* op, const GemmProblem& p, const Plan& heuristic, const at::Tensor& like,
                      Reduction reduction, const Device& device) {
   if (!device.autotune || like.scalar_type() == at::kDouble) return run_plan(p, heuristic, like, reduction, device);

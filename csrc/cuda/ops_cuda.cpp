@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include "autotune.h"
+#include "cuda/busy_wait.h"
 #include "cuda/conv_gemm.h"
 #include "cuda/cuda_kernels.h"
 
@@ -22,18 +23,29 @@ int device_attribute(cudaDeviceAttr attribute, int device) {
 
 // Device::time for autotuning: events around the launches on the current stream, then a wait for
 // the second one (the only host synchronisation of the package, on a problem's first call only).
+// The stream is first held busy long enough for the host to enqueue both events and every launch
+// in between, so the interval is the kernels' time back to back. Without that hold it would include
+// the host's time to launch the plan (an allocation and one or two launches, several microseconds),
+// as long as a small problem's kernels themselves, and more for split plans than for the others.
+constexpr uint64_t kHoldNanoseconds = 200'000;
+
 cudaError_t time_on_stream(cudaStream_t stream, const std::function<cudaError_t()>& launches, double& ms) {
-  cudaEvent_t events[2] = {nullptr, nullptr};
-  cudaError_t err = cudaEventCreate(&events[0]);
-  if (err == cudaSuccess) err = cudaEventCreate(&events[1]);
-  if (err == cudaSuccess) err = cudaEventRecord(events[0], stream);
+  struct Events {  // destroyed also when `launches` throws (an allocation that fails)
+    cudaEvent_t start = nullptr, end = nullptr;
+    ~Events() {
+      if (start != nullptr) cudaEventDestroy(start);
+      if (end != nullptr) cudaEventDestroy(end);
+    }
+  } events;
+  cudaError_t err = cudaEventCreate(&events.start);
+  if (err == cudaSuccess) err = cudaEventCreate(&events.end);
+  if (err == cudaSuccess) err = busy_wait(stream, kHoldNanoseconds);
+  if (err == cudaSuccess) err = cudaEventRecord(events.start, stream);
   if (err == cudaSuccess) err = launches();
-  if (err == cudaSuccess) err = cudaEventRecord(events[1], stream);
-  if (err == cudaSuccess) err = cudaEventSynchronize(events[1]);
+  if (err == cudaSuccess) err = cudaEventRecord(events.end, stream);
+  if (err == cudaSuccess) err = cudaEventSynchronize(events.end);
   float elapsed = 0;
-  if (err == cudaSuccess) err = cudaEventElapsedTime(&elapsed, events[0], events[1]);
-  for (cudaEvent_t e : events)
-    if (e != nullptr) cudaEventDestroy(e);
+  if (err == cudaSuccess) err = cudaEventElapsedTime(&elapsed, events.start, events.end);
   ms = elapsed;
   return err;
 }
