@@ -90,6 +90,8 @@ struct ConvForward : torch::autograd::Function<ConvForward> {
                             defined_or_undefined(recompute, b), defined_or_undefined(recompute, r),
                             defined_or_undefined(act == Activation::kReLU || act == Activation::kReLU6, output)});
     save_conv(ctx, stride, padding, groups);
+    // grad-input needs the input's size, not the input: kept apart, as the input may not be saved.
+    ctx->saved_data["input_size"] = input.sym_sizes().vec();
     ctx->saved_data["activation"] = static_cast<int64_t>(act);
     ctx->saved_data["has_bias"] = b.defined();
     ctx->saved_data["has_residual"] = r.defined();
@@ -115,8 +117,8 @@ struct ConvForward : torch::autograd::Function<ConvForward> {
     });
     at::Tensor grad_input, grad_weight, grad_bias, grad_residual;
     if (needs_input)
-      grad_input =
-          call_conv_backward_input(grad_z, weight, input.sym_sizes(), conv.stride, conv.padding, conv.groups);
+      grad_input = call_conv_backward_input(grad_z, weight, ctx->saved_data["input_size"].toSymIntVector(),
+                                            conv.stride, conv.padding, conv.groups);
     if (needs_weight) grad_weight = call_conv_backward_weight(grad_z, input, conv.stride, conv.padding, conv.groups);
     if (needs_bias) grad_bias = grad_z.sum({0, 2, 3});
     if (needs_residual) grad_residual = grad_z;

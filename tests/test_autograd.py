@@ -182,17 +182,20 @@ def test_double_backward_matches_conv2d(device, activation):
         assert_rel_close(mine.grad, ref.grad, 1e-10, f"double-backward grad {name}")
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
 @pytest.mark.parametrize("needs", ["input", "weight", "bias", "residual"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_only_needed_gradients(device, needs):
+def test_only_needed_gradients(device, needs, activation):
+    # Each activation saves a different set of tensors for the backward (none of them when only the
+    # input needs a gradient and the activation is piecewise linear: the frozen-weights case).
     case = Case("partial", 2, 4, 6, 3, 3, stride=2, padding=1, groups=2)
-    x, w, b, r = [t.detach() for t in _make(case, torch.float32, device, "nchw", True, True)]
+    x, w, b, r = [t.detach() for t in _make(case, torch.float32, device, "nchw", True, True, _scale(activation))]
     tensors = dict(input=x, weight=w, bias=b, residual=r)
     tensors[needs].requires_grad_(True)
-    out = pw.pointwise_conv2d(x, w, b, case.stride, case.padding, groups=case.groups, activation="silu", residual=r)
+    out = pw.pointwise_conv2d(x, w, b, case.stride, case.padding, groups=case.groups, activation=activation, residual=r)
     grad_out = torch.randn_like(out)
     out.backward(grad_out)
-    refs = dict(zip(("input", "weight", "bias", "residual"), _grads_reference(case, x, w, b, r, "silu", grad_out)))
+    refs = dict(zip(("input", "weight", "bias", "residual"), _grads_reference(case, x, w, b, r, activation, grad_out)))
     for name, t in tensors.items():
         if name == needs:
             assert_rel_close(t.grad, refs[name], 1e-5, f"grad {name}")
