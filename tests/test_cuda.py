@@ -194,7 +194,12 @@ def test_over_2_pow_31_elements(layout):
         assert_rel_close(out[:, :, sl], ref, TOL[dtype], f"forward rows {sl}")
     del out
 
-    grad_out = torch.randn_like(x)  # c_out == c_in: the output's shape and layout
+    # c_out == c_in: the output's shape and layout. Past 2^31 lie channel 7's last 8 rows (NCHW) or
+    # the last row (channels_last): among 2^28 pixels a grad-weight that missed or misread them
+    # would still pass, so every other row's gradient is scaled down until those rows carry most of
+    # each sum (99% of its variance; the rows checked below are unaffected).
+    grad_out = torch.randn_like(x)
+    grad_out[:, :, : h - 8] *= 2**-9
     grad_in = ops.conv_backward_input(grad_out, weight, list(x.shape), [1, 1], [0, 0], 1)
     for sl in rows:
         ref = reference(grad_out[:, :, sl], weight.transpose(0, 1))
@@ -207,7 +212,7 @@ def test_over_2_pow_31_elements(layout):
         go = grad_out[0, :, start : start + 1024].double().reshape(c_out, -1)
         xs = x[0, :, start : start + 1024].double().reshape(c_in, -1)
         ref += go @ xs.T
-    assert_rel_close(grad_w.view(c_out, c_in), ref, 1e-2, "grad weight over 2^31 elements")
+    assert_rel_close(grad_w.view(c_out, c_in), ref, 2e-3, "grad weight over 2^31 elements")
 
 
 @pytest.mark.parametrize("precision", ["ieee", "tf32"])
