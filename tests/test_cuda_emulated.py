@@ -85,7 +85,8 @@ def _tensor(shape, layout, dtype):
 
 
 def _check_ops(emu, case: Case, dtype_name, layout, activation=None, bias=True, residual=False):
-    """Runs the three emulated ops once on fresh inputs and checks each against float64."""
+    """Runs the three emulated ops once on fresh inputs and checks each against float64. Returns each
+    op's launches (as emu.launches() gives them) by op name."""
     dtype, tf32, tol = DTYPES[dtype_name]
     torch.backends.cudnn.allow_tf32 = tf32  # restored by the pin_tf32 fixture
     stride, padding = list(_pair(case.stride)), list(_pair(case.padding))
@@ -95,7 +96,15 @@ def _check_ops(emu, case: Case, dtype_name, layout, activation=None, bias=True, 
     r = _tensor(case.output_shape, layout, dtype) if residual else None
     grad = _tensor(case.output_shape, layout, dtype)
 
+    launches, seen = {}, len(emu.launches())
+
+    def record(op):
+        nonlocal seen
+        now = emu.launches()
+        launches[op], seen = now[seen:], len(now)
+
     out = emu.conv_forward(x, w, b, r, stride, padding, case.groups, activation or "none")
+    record("forward")
     assert out.dtype == dtype and out.shape == case.output_shape
     assert_rel_close(out, reference(x, w, b, case.stride, case.padding, case.groups, activation, r), tol, "forward")
 
@@ -103,9 +112,12 @@ def _check_ops(emu, case: Case, dtype_name, layout, activation=None, bias=True, 
     w64 = w.double().requires_grad_(True)
     F.conv2d(x64, w64, None, case.stride, case.padding, 1, case.groups).backward(grad.double())
     grad_input = emu.conv_backward_input(grad, w, list(case.input_shape), stride, padding, case.groups)
+    record("grad_input")
     assert_rel_close(grad_input, x64.grad, tol, "grad input")
     grad_weight = emu.conv_backward_weight(grad, x, stride, padding, case.groups)
+    record("grad_weight")
     assert_rel_close(grad_weight, w64.grad, tol * (1 if dtype == torch.float64 else GRAD_WEIGHT_SLACK), "grad weight")
+    return launches
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -134,13 +146,14 @@ def _launch_threads(emu):
 @pytest.mark.parametrize("dtype_name", ["f64", "f32", "tf32", "bf16"])
 @pytest.mark.parametrize("case", SPLIT_CASES, ids=str)
 def test_split_channel_reductions(emu, case, dtype_name, layout):
-    """Few output tiles on a 132-SM GPU: the forward and grad-input cut K and a second kernel adds
-    the partials (with the epilogue)."""
-    emu.clear_launches()
-    _check_ops(emu, case, dtype_name, layout, activation="silu", residual=True)
-    groups_of_splits = [grid[2] for grid, _, smem in emu.launches() if smem > 0]
-    assert max(groups_of_splits) > case.groups, "no split GEMM was launched"
-    assert any(smem == 0 for _, _, smem in emu.launches()), "no kernel added the split partials"
+    """Few output tiles on a 132-SM GPU: the forward or grad-input (whichever has the long channel
+    reduction) cuts K, and a second kernel adds the partials (with the epilogue)."""
+    launches = _check_ops(emu, case, dtype_name, layout, activation="silu", residual=True)
+    op = "forward" if case.c_in >= case.c_out else "grad_input"
+    assert len(launches[op]) == 2, f"{op}: expected a split GEMM and its finishing kernel, got {launches[op]}"
+    (gemm_grid, _, _), (_, _, finishing_smem) = launches[op]
+    assert gemm_grid[2] > case.groups, f"{op}: the GEMM was not split"
+    assert finishing_smem == 0, f"{op}: no kernel added the split partials"
 
 
 # m and n over 64 and at least 8 tiles of 128 x 128: the large tile on the 4-SM GPU.
@@ -221,6 +234,7 @@ def test_every_autotune_candidate_is_correct(emu, autotuning, case, dtype_name, 
     """Each candidate plan, made the fastest in turn, computes all three ops correctly and is kept."""
     _check_ops(emu, case, dtype_name, layout, activation="silu", residual=True)
     candidates = {problem: plans for problem, plans, _ in emu.autotune_entries()}
+    assert len(candidates) == 3 and all(len(plans) > 1 for plans in candidates.values()), candidates
     for plan in sorted({plan for plans in candidates.values() for plan in plans}):
         emu.clear_autotune_cache()
         emu.prefer_plan(plan)
