@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import pointwise_cuda as pw
-from reference import DEVICES, TOL, assert_rel_close, misaligned, reference
+from reference import DEVICES, TOL, assert_rel_close, misaligned, poisoned_allocations, reference
 
 
 SHAPES = [
@@ -26,12 +26,14 @@ def test_misaligned_forward_and_backward(device, shape, c_out, stride, padding, 
     b = misaligned((c_out,), dtype, device).requires_grad_(True)
     out_shape = pw.pointwise_conv2d(x.detach(), w.detach(), None, stride, padding, groups=groups).shape
     r = misaligned(tuple(out_shape), dtype, device, channels_last).requires_grad_(True)
-    out = pw.pointwise_conv2d(x, w, b, stride, padding, groups=groups, activation="silu", residual=r)
+    with poisoned_allocations():  # outputs and gradients start as NaN: every element must be written
+        out = pw.pointwise_conv2d(x, w, b, stride, padding, groups=groups, activation="silu", residual=r)
     tol = TOL[dtype]
     assert_rel_close(out, reference(x, w, b, stride, padding, groups, "silu", r), tol, "misaligned forward")
 
     grad_out = misaligned(tuple(out_shape), dtype, device, channels_last)
-    out.backward(grad_out)
+    with poisoned_allocations():
+        out.backward(grad_out)
     leaves = [t.detach().double().cpu().requires_grad_(True) for t in (x, w, b, r)]
     reference(*leaves[:3], stride, padding, groups, "silu", leaves[3]).backward(grad_out.double().cpu())
     # The activation's backward runs in the input's dtype: allow a little more in half precision.

@@ -223,9 +223,13 @@ def test_zero_input_channels(device, layout):
     x, w, b, r = _make(case, torch.float32, device, layout, True, True)
     out = pw.pointwise_conv2d(x, w, b, case.stride, case.padding, activation="relu", residual=r)
     assert_rel_close(out, torch.relu(b.double().view(1, -1, 1, 1) + r.double()), 1e-6)
-    out.sum().backward()
+    grad_out = torch.randn_like(out)
+    out.backward(grad_out)
     assert x.grad.shape == x.shape and w.grad.shape == w.shape
-    assert b.grad.shape == b.shape and r.grad.shape == r.shape
+    # relu's derivative at bias + residual, summed over images and pixels for the bias.
+    grad_z = grad_out.double() * (b.double().view(1, -1, 1, 1) + r.double() > 0)
+    assert_rel_close(r.grad, grad_z, 1e-6, "grad residual")
+    assert_rel_close(b.grad, grad_z.sum((0, 2, 3)), 1e-5, "grad bias")
 
 
 @pytest.mark.parametrize("device", DEVICES)
