@@ -13,7 +13,11 @@ from torch import nn
 import pointwise_cuda as pw
 from reference import DEVICES, act64, assert_rel_close, make_tensor
 
-torchvision = pytest.importorskip("torchvision")
+
+def _torchvision():
+    """torchvision, for the convert() tests on its models (skipped without it; the others never are)."""
+    return pytest.importorskip("torchvision")
+
 
 CONFIGS = [
     dict(in_channels=8, out_channels=16),
@@ -138,8 +142,8 @@ def _count_1x1(model):
 
 MODELS = {
     # name: (constructor, number of 1x1 convolutions in it)
-    "resnet18": (lambda: torchvision.models.resnet18(weights=None), 3),
-    "mobilenet_v2": (lambda: torchvision.models.mobilenet_v2(weights=None), 34),
+    "resnet18": (lambda: _torchvision().models.resnet18(weights=None), 3),
+    "mobilenet_v2": (lambda: _torchvision().models.mobilenet_v2(weights=None), 34),
 }
 
 
@@ -240,7 +244,7 @@ def test_convert_training_step_gradients_match_float64(model_pair):
 
 def test_convert_training_step_gradients_match_float32_resnet18():
     torch.manual_seed(0)
-    _training_step_matches("resnet18", torchvision.models.resnet18(weights=None), torch.float32, 1e-4)
+    _training_step_matches("resnet18", _torchvision().models.resnet18(weights=None), torch.float32, 1e-4)
 
 
 def test_convert_not_inplace_leaves_original_untouched(model_pair):
@@ -266,7 +270,7 @@ def test_convert_not_inplace_leaves_original_untouched(model_pair):
 
 def test_convert_inplace_holds_the_same_parameters():
     torch.manual_seed(0)
-    model = torchvision.models.mobilenet_v2(weights=None)
+    model = _torchvision().models.mobilenet_v2(weights=None)
     params = {n: p for n, p in model.named_parameters()}
     convs = {n: m for n, m in model.named_modules() if type(m) is nn.Conv2d and m.kernel_size == (1, 1)}
     converted = pw.convert(model, inplace=True)
