@@ -32,6 +32,7 @@ struct TileConfig {
   static constexpr int kMinBlocks = kThreads >= 256 ? 2 : 0;
   static_assert(STAGES >= 2, "the pipeline needs at least two stages");
   static_assert(BK % 16 == 0, "BK must hold whole mma k-steps (16 for bf16/fp16)");
+  static_assert((BM & (BM - 1)) == 0 && (BN & (BN - 1)) == 0, "the epilogue splits C tile indices with shifts");
 };
 
 // The tile shapes of TileShape (gemm_problem.h); ops_cuda.cpp picks one per problem.
@@ -382,8 +383,12 @@ struct GemmKernel {
                                                                                p.b);
   }
 
-  // Bias, residual, activation, cast and store of the C tile, one 16-byte vector (or its elements)
-  // at a time along the output's contiguous dimension.
+  static constexpr int log2_exact(int x) { return x <= 1 ? 0 : 1 + log2_exact(x / 2); }
+
+  // Bias, residual, activation, cast and store of the C tile, along the output's contiguous
+  // dimension: one 16-byte vector a thread where C allows (vectorized), else one element a thread,
+  // consecutive threads on consecutive elements so that a warp's stores and residual loads cover
+  // neighbouring addresses (a vector's elements a thread would spread them V elements apart).
   template <int ACTIVATION>
   __device__ static void epilogue(const GemmProblem& p, const Acc* Cs, const Offsets& off, int32_t m0, int32_t group,
                                   int32_t split) {
@@ -393,11 +398,12 @@ struct GemmKernel {
     const T* residual = kFused && p.residual ? static_cast<const T*>(p.residual) + group * p.c.group_stride : nullptr;
     const bool m_fast = p.c_m_contiguous;
     const int fast_len = m_fast ? BM : BN;
+    const int fast_shift = m_fast ? log2_exact(BM) : log2_exact(BN);
     const int ld = fast_len + kPadC;  // Cs[slow * ld + fast]
-    for (int v = threadIdx.x; v < BM * BN / V; v += Cfg::kThreads) {
-      const int slow = v / (fast_len / V), fast = (v % (fast_len / V)) * V;
-      const int m = m_fast ? fast : slow, n = m_fast ? slow : fast;
-      if (p.c.vectorized) {  // the whole vector is inside or outside, and unmapped (host-checked)
+    if (p.c.vectorized) {  // each vector is wholly inside or outside, and unmapped (host-checked)
+      for (int v = threadIdx.x; v < BM * BN / V; v += Cfg::kThreads) {
+        const int slow = (v * V) >> fast_shift, fast = (v * V) & (fast_len - 1);
+        const int m = m_fast ? fast : slow, n = m_fast ? slow : fast;
         const int64_t row = off.c_m[m], col = off.c_n[n];
         if (row < 0 || col < 0) continue;
         const int64_t offset = row + col;
@@ -416,18 +422,18 @@ struct GemmKernel {
           out[e] = from_acc<OutT>(activate<ACTIVATION>(z));
         }
         *reinterpret_cast<uint4*>(C + offset) = *reinterpret_cast<const uint4*>(out);
-      } else {
-#pragma unroll 1
-        for (int e = 0; e < V; ++e) {
-          const int em = m_fast ? m + e : m, en = m_fast ? n : n + e;
-          const int64_t row = off.c_m[em], col = off.c_n[en];
-          if (row < 0 || col < 0) continue;  // past the end, or a pixel in the padding
-          const int64_t offset = row + col;
-          Acc z = Cs[slow * ld + fast + e];
-          if (bias) z += load_acc<Acc>(bias[em]);
-          if (residual) z += load_acc<Acc>(residual[offset]);
-          C[offset] = from_acc<OutT>(activate<ACTIVATION>(z));
-        }
+      }
+    } else {
+      for (int i = threadIdx.x; i < BM * BN; i += Cfg::kThreads) {
+        const int slow = i >> fast_shift, fast = i & (fast_len - 1);
+        const int m = m_fast ? fast : slow, n = m_fast ? slow : fast;
+        const int64_t row = off.c_m[m], col = off.c_n[n];
+        if (row < 0 || col < 0) continue;  // past the end, or a pixel in the padding
+        const int64_t offset = row + col;
+        Acc z = Cs[slow * ld + fast];
+        if (bias) z += load_acc<Acc>(bias[m]);
+        if (residual) z += load_acc<Acc>(residual[offset]);
+        C[offset] = from_acc<OutT>(activate<ACTIVATION>(z));
       }
     }
   }
