@@ -260,3 +260,19 @@ def test_16bit_loads(emu, dtype_name, hw, layout, copy_bytes):
     emu.clear_launches()
     _check_ops(emu, Case("loads", 2, 32, 24, *hw), dtype_name, layout)
     assert set(emu.copies_by_size()) == copy_bytes
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,groups,message",
+    [
+        ((1, 65536, 1, 1), (65536, 1, 1, 1), 65536, "up to 65535 groups"),  # the grid's z dimension
+        ((1, 1, 1, 1), (2_097_121, 1, 1, 1), 1, "up to 2097120 channels per group"),  # its y dimension
+    ],
+    ids=["groups", "output_channels"],
+)
+def test_grid_limits_raise_before_any_launch(emu, x_shape, w_shape, groups, message):
+    """Sizes past what a CUDA grid holds: a clear error naming the limit, not a launch failure."""
+    emu.clear_launches()
+    with pytest.raises(RuntimeError, match=message):
+        emu.conv_forward(torch.randn(x_shape), torch.randn(w_shape), None, None, [1, 1], [0, 0], groups, "none")
+    assert emu.launches() == []
