@@ -23,7 +23,7 @@
 # each finished step packs the results, so a call cut off still returns them. Logs and results go to
 # $GPU_CHECK_DIR (default ./gpu_out, emptied first). Where $OUT is set (the device tool's folder of
 # files to bring back, at most 8 files), each step packs that folder into $OUT/gpu_check.tar.gz
-# (Nsight Compute reports into $OUT/ncu-reports.tar.gz). Where the tree is a copy without .git (the
+# (each Nsight Compute report into $OUT/ncu-<layer>.tar.gz). Where the tree is a copy without .git (the
 # device tool's), set POINTWISE_COMMIT=<the commit it was copied from> so the benchmark JSONs record it.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -36,13 +36,16 @@ steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(build cases main test test-cuda bench sanitize bench-train profile test-cpu)
 status=0
 
-pack() {  # the device tool brings back at most 8 files from $OUT: two archives and the summary
+pack() {  # the device tool brings back at most 8 files from $OUT: here at most 5
   [ -n "${OUT:-}" ] || return 0
   # Written aside, then renamed: a call killed mid-pack still returns the previous, whole archive.
   tar czf "$OUT/gpu_check.tar.gz.part" -C "$WORK" --exclude='*.ncu-rep' . && mv "$OUT/gpu_check.tar.gz.part" "$OUT/gpu_check.tar.gz"
-  if compgen -G "$WORK/ncu/*.ncu-rep" > /dev/null; then
-    (cd "$WORK" && tar czf "$OUT/ncu-reports.tar.gz.part" ncu/*.ncu-rep) && mv "$OUT/ncu-reports.tar.gz.part" "$OUT/ncu-reports.tar.gz"
-  fi
+  local report name  # one archive per Nsight Compute report: each must stay under the 16 MiB a file
+  for report in "$WORK"/ncu/*.ncu-rep; do
+    [ -e "$report" ] || continue
+    name=$(basename "$report" .ncu-rep)
+    tar czf "$OUT/$name.tar.gz.part" -C "$WORK/ncu" "$name.ncu-rep" && mv "$OUT/$name.tar.gz.part" "$OUT/$name.tar.gz"
+  done
   cp "$WORK/summary.txt" "$OUT/summary.txt"
 }
 
