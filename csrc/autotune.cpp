@@ -13,7 +13,7 @@ std::atomic<bool> enabled_flag{false};
 struct Cache {
   std::mutex mutex;
   std::vector<Entry> entries;                       // in tuning order, for reports
-  std::unordered_map<std::string, int64_t> chosen;  // problem -> plan code
+  std::unordered_map<std::string, int64_t> chosen;  // problem key -> plan code
 };
 
 Cache& cache() {
@@ -26,18 +26,18 @@ Cache& cache() {
 bool enabled() { return enabled_flag.load(std::memory_order_relaxed); }
 void set_enabled(bool enabled) { enabled_flag.store(enabled, std::memory_order_relaxed); }
 
-std::optional<int64_t> lookup(const std::string& problem) {
+std::optional<int64_t> lookup(const std::string& key) {
   Cache& c = cache();
   const std::lock_guard<std::mutex> lock(c.mutex);
-  const auto it = c.chosen.find(problem);
+  const auto it = c.chosen.find(key);
   if (it == c.chosen.end()) return std::nullopt;
   return it->second;
 }
 
-int64_t store(Entry entry) {
+int64_t store(const std::string& key, Entry entry) {
   Cache& c = cache();
   const std::lock_guard<std::mutex> lock(c.mutex);
-  const auto [it, inserted] = c.chosen.emplace(entry.problem, entry.timings.at(entry.chosen).code);
+  const auto [it, inserted] = c.chosen.emplace(key, entry.timings.at(entry.chosen).code);
   if (inserted) c.entries.push_back(std::move(entry));
   return it->second;
 }

@@ -2,8 +2,8 @@
 // torch.backends.cudnn.benchmark is. When on, the first call of each distinct problem times every
 // candidate plan (tile shape x K splits) on the GPU, keeps the fastest, and every later call of that
 // problem in this process runs it. This file holds the switch and the cache; what a problem and a
-// plan are is the CUDA backend's business (cuda/conv_gemm.cpp), so entries are described by strings
-// and plans by an opaque code. Compiled into every build, so that the switch exists even where no
+// plan are is the CUDA backend's business (cuda/conv_gemm.cpp), so problems are keyed by opaque byte
+// strings and described by readable ones, and plans are an opaque code. Compiled into every build, so that the switch exists even where no
 // backend uses it.
 #pragma once
 
@@ -25,16 +25,17 @@ struct Timing {
 
 // One tuned problem: its description, every candidate's time, and the index of the one kept.
 struct Entry {
-  std::string problem;
+  std::string problem;  // readable, for reports
   std::vector<Timing> timings;
   size_t chosen = 0;
 };
 
-// The code of the plan kept for `problem`, if it was tuned.
-std::optional<int64_t> lookup(const std::string& problem);
-// Keeps timings[chosen] for `problem` and returns the code of the plan kept: the first entry's, if
-// two threads tuned the same problem at once, so that every call after this one runs the same plan.
-int64_t store(Entry entry);
+// The code of the plan kept for the problem with this key, if it was tuned.
+std::optional<int64_t> lookup(const std::string& key);
+// Keeps timings[chosen] for the problem with this key and returns the code of the plan kept: the
+// first entry's, if two threads tuned the same problem at once, so that every call after this one
+// runs the same plan.
+int64_t store(const std::string& key, Entry entry);
 // Every tuned problem, in the order they were tuned.
 std::vector<Entry> entries();
 void clear();

@@ -226,6 +226,17 @@ def test_autotune_times_each_problem_once(emu, autotuning, case):
     assert len(emu.launches()) <= 6, "a tuned problem ran more than its plan's GEMM and finishing kernel"
 
 
+def test_autotune_tells_problems_apart(emu, autotuning):
+    """The cache key holds what changes a plan's speed: here the layout (which dimension is contiguous),
+    and for the forward its epilogue."""
+    case = AUTOTUNE_CASES[0]
+    for layout in ("nchw", "channels_last"):
+        _check_ops(emu, case, "f32", layout)
+    _check_ops(emu, case, "f32", "nchw", activation="relu")
+    problems = [problem for problem, _, _ in emu.autotune_entries()]
+    assert len(problems) == 7 and len(set(problems)) == 7, problems
+
+
 # The SIMT engine on both cases and layouts; the (slowly emulated) tensor-core one on the strided case.
 @pytest.mark.parametrize("case,dtype_name,layout", [
     (case, "f32", layout) for case in AUTOTUNE_CASES for layout in ("nchw", "channels_last")

@@ -10,6 +10,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "autotune.h"
@@ -267,18 +268,43 @@ cudaError_t run_plan(GemmProblem p, const Plan& plan, const at::Tensor& like, Re
 int64_t plan_code(const Plan& plan) { return int64_t(plan.tile) << 32 | plan.splits; }
 Plan plan_of(int64_t code) { return {static_cast<TileShape>(code >> 32), static_cast<int32_t>(code & 0xffffffff)}; }
 
-// Everything a plan's speed depends on, as the autotuning cache's key and report.
-std::string describe(const char* op, const GemmProblem& p, at::ScalarType dtype, const Device& device) {
-  auto pixels = [](const DimIndex& d) {
-    return d.pixels == 0 ? std::string("-") : std::to_string(d.pixels) + (d.mapped ? "mapped" : "");
+// Everything a plan's speed depends on: its bytes are the autotuning cache's key (cheap enough to
+// build on every call with autotuning on), and describe() writes it out for the reports. All fields
+// int64_t, so no padding byte is left undefined in the key.
+struct ProblemKey {
+  int64_t op, dtype, tf32, m, n, k, groups;
+  int64_t a_k_contiguous, b_k_contiguous, c_m_contiguous;
+  int64_t a_vectorized, b_vectorized, c_vectorized, a_paired, b_paired;
+  int64_t b_rows_pixels, b_rows_mapped, b_cols_pixels, b_cols_mapped, c_cols_pixels, c_cols_mapped;
+  int64_t bias, residual, activation, device, sms;
+};
+static_assert(std::has_unique_object_representations_v<ProblemKey>, "the key's bytes must be its value");
+
+enum class Op { kForward, kGradInput, kGradWeight };
+const char* op_name(int64_t op) {
+  return op == int64_t(Op::kForward) ? "forward" : op == int64_t(Op::kGradInput) ? "grad_input" : "grad_weight";
+}
+
+ProblemKey key_of(Op op, const GemmProblem& p, at::ScalarType dtype, const Device& device) {
+  return {int64_t(op), int64_t(dtype), dtype == at::kFloat && tf32_allowed(), p.m, p.n, p.k, p.groups,
+          p.a_k_contiguous, p.b_k_contiguous, p.c_m_contiguous,
+          p.a.vectorized, p.b.vectorized, p.c.vectorized, p.a.paired, p.b.paired,
+          p.b.rows.pixels, p.b.rows.mapped, p.b.cols.pixels, p.b.cols.mapped, p.c.cols.pixels, p.c.cols.mapped,
+          p.bias != nullptr, p.residual != nullptr, p.activation, device.index, device.multiprocessors};
+}
+
+std::string describe(const ProblemKey& k) {
+  auto pixels = [](int64_t count, int64_t mapped) {
+    return count == 0 ? std::string("-") : std::to_string(count) + (mapped ? "mapped" : "");
   };
   std::ostringstream s;
-  s << op << " " << c10::toString(dtype) << (dtype == at::kFloat && tf32_allowed() ? "/tf32" : "") << " m=" << p.m
-    << " n=" << p.n << " k=" << p.k << " groups=" << p.groups << " contiguous=" << (p.a_k_contiguous ? "k" : "m")
-    << (p.b_k_contiguous ? "k" : "n") << (p.c_m_contiguous ? "m" : "n") << " vectors=" << p.a.vectorized
-    << p.b.vectorized << p.c.vectorized << " pairs=" << p.a.paired << p.b.paired << " pixels=" << pixels(p.b.rows) << "," << pixels(p.b.cols) << ","
-    << pixels(p.c.cols) << " epilogue=" << (p.bias != nullptr) << (p.residual != nullptr) << p.activation
-    << " device=" << device.index << " sms=" << device.multiprocessors;
+  s << op_name(k.op) << " " << c10::toString(static_cast<at::ScalarType>(k.dtype)) << (k.tf32 ? "/tf32" : "")
+    << " m=" << k.m << " n=" << k.n << " k=" << k.k << " groups=" << k.groups << " contiguous="
+    << (k.a_k_contiguous ? "k" : "m") << (k.b_k_contiguous ? "k" : "n") << (k.c_m_contiguous ? "m" : "n")
+    << " vectors=" << k.a_vectorized << k.b_vectorized << k.c_vectorized << " pairs=" << k.a_paired << k.b_paired
+    << " pixels=" << pixels(k.b_rows_pixels, k.b_rows_mapped) << "," << pixels(k.b_cols_pixels, k.b_cols_mapped)
+    << "," << pixels(k.c_cols_pixels, k.c_cols_mapped) << " epilogue=" << k.bias << k.residual << k.activation
+    << " device=" << k.device << " sms=" << k.sms;
   return s.str();
 }
 
@@ -287,14 +313,15 @@ std::string describe(const char* op, const GemmProblem& p, at::ScalarType dtype,
 // the fastest. The output is always that of the plan kept, so a problem's results have the same
 // bits on every call of the process, but for calls captured into a CUDA graph before the problem
 // was tuned (they run the heuristic's plan). float64 has one tile: nothing to tune.
-cudaError_t run_gemm(const char* op, const GemmProblem& p, const Plan& heuristic, const at::Tensor& like,
+cudaError_t run_gemm(Op op, const GemmProblem& p, const Plan& heuristic, const at::Tensor& like,
                      Reduction reduction, const Device& device) {
   if (!device.autotune || like.scalar_type() == at::kDouble) return run_plan(p, heuristic, like, reduction, device);
-  const std::string problem = describe(op, p, like.scalar_type(), device);
-  if (const auto kept = autotune::lookup(problem)) return run_plan(p, plan_of(*kept), like, reduction, device);
+  const ProblemKey problem = key_of(op, p, like.scalar_type(), device);
+  const std::string key(reinterpret_cast<const char*>(&problem), sizeof(problem));
+  if (const auto kept = autotune::lookup(key)) return run_plan(p, plan_of(*kept), like, reduction, device);
   if (!device.time) return run_plan(p, heuristic, like, reduction, device);
 
-  autotune::Entry entry{problem, {}, 0};
+  autotune::Entry entry{describe(problem), {}, 0};
   for (const Plan& plan : candidate_plans(p, reduction, heuristic, device)) {
     auto launches = [&] { return run_plan(p, plan, like, reduction, device); };
     if (cudaError_t err = launches(); err != cudaSuccess) return err;
@@ -307,7 +334,7 @@ cudaError_t run_gemm(const char* op, const GemmProblem& p, const Plan& heuristic
     if (entry.timings.empty() || best < entry.timings[entry.chosen].ms) entry.chosen = entry.timings.size();
     entry.timings.push_back({plan_name(plan), plan_code(plan), best});
   }
-  return run_plan(p, plan_of(autotune::store(std::move(entry))), like, reduction, device);
+  return run_plan(p, plan_of(autotune::store(key, std::move(entry))), like, reduction, device);
 }
 
 }  // namespace
@@ -341,7 +368,7 @@ cudaError_t gemm_forward(const ForwardArgs& args, const Device& device) {
   p.activation = static_cast<int32_t>(args.activation);
   const size_t es = element_size(args.input.scalar_type());
   set_vectorization(p, es, es, p.residual);
-  return run_gemm("forward", p, channel_plan(p, device), args.input, Reduction::kChannels, device);
+  return run_gemm(Op::kForward, p, channel_plan(p, device), args.input, Reduction::kChannels, device);
 }
 
 cudaError_t gemm_backward_input(const BackwardInputArgs& args, const Device& device) {
@@ -363,7 +390,7 @@ cudaError_t gemm_backward_input(const BackwardInputArgs& args, const Device& dev
   p.c_m_contiguous = channels_contiguous(g);
   const size_t es = element_size(args.grad_output.scalar_type());
   set_vectorization(p, es, es, nullptr);
-  return run_gemm("grad_input", p, channel_plan(p, device), args.grad_output, Reduction::kChannels, device);
+  return run_gemm(Op::kGradInput, p, channel_plan(p, device), args.grad_output, Reduction::kChannels, device);
 }
 
 cudaError_t gemm_backward_weight(const BackwardWeightArgs& args, const Device& device) {
@@ -386,7 +413,7 @@ cudaError_t gemm_backward_weight(const BackwardWeightArgs& args, const Device& d
   const size_t es = element_size(args.input.scalar_type());
   set_vectorization(p, es, es, nullptr);
 
-  return run_gemm("grad_weight", p, pixel_plan(p, device), args.input, Reduction::kPixels, device);
+  return run_gemm(Op::kGradWeight, p, pixel_plan(p, device), args.input, Reduction::kPixels, device);
 }
 
 }  // namespace pointwise::cuda
