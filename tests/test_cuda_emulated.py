@@ -273,17 +273,21 @@ def test_16bit_loads(emu, dtype_name, hw, layout, copy_bytes):
     assert set(emu.copies_by_size()) == copy_bytes
 
 
-@pytest.mark.parametrize(
-    "x_shape,w_shape,groups,message",
-    [
-        ((1, 65536, 1, 1), (65536, 1, 1, 1), 65536, "up to 65535 groups"),  # the grid's z dimension
-        ((1, 1, 1, 1), (2_097_121, 1, 1, 1), 1, "up to 2097120 channels per group"),  # its y dimension
-    ],
-    ids=["groups", "output_channels"],
-)
-def test_grid_limits_raise_before_any_launch(emu, x_shape, w_shape, groups, message):
-    """Sizes past what a CUDA grid holds: a clear error naming the limit, not a launch failure."""
+def test_groups_past_the_grid_raise_before_any_launch(emu):
+    """More groups than a grid's z dimension holds: a clear error naming the limit, not a launch failure."""
     emu.clear_launches()
-    with pytest.raises(RuntimeError, match=message):
-        emu.conv_forward(torch.randn(x_shape), torch.randn(w_shape), None, None, [1, 1], [0, 0], groups, "none")
+    with pytest.raises(RuntimeError, match="up to 65535 groups"):
+        emu.conv_forward(torch.randn(1, 65536, 1, 1), torch.randn(65536, 1, 1, 1), None, None, [1, 1], [0, 0], 65536, "none")
     assert emu.launches() == []
+
+
+def test_more_output_tiles_than_a_grid_dimension_holds(emu):
+    """65536 tiles of M (65536 x 32 output channels on float64's 32-row tile), more than a grid's y
+    dimension holds: every output tile goes on x."""
+    emu.clear_launches()
+    x = torch.randn(1, 2, 1, 1, dtype=torch.float64)
+    w = torch.randn(65536 * 32, 2, 1, 1, dtype=torch.float64)
+    out = emu.conv_forward(x, w, None, None, [1, 1], [0, 0], 1, "none")
+    assert_rel_close(out, reference(x, w), TOL[torch.float64])
+    ((grid, _, _),) = emu.launches()
+    assert grid[:2] == [65536, 1], grid

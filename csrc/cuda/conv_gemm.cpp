@@ -111,10 +111,6 @@ cudaError_t launch(const GemmProblem& p, at::ScalarType dtype, TileShape shape, 
                    const Device& device) {
   TORCH_CHECK(int64_t(p.groups) * p.splits <= 65535, "pointwise_conv2d on CUDA supports up to 65535 groups, got ",
               p.groups);
-  // The grid's y dimension (at most 65535) counts M's tiles, 32 channels each on the narrowest tile.
-  constexpr int64_t kMostM = 65535 * int64_t(tile_extent(TileShape::kNarrowM).m);
-  TORCH_CHECK(p.m <= kMostM, "pointwise_conv2d on CUDA supports up to ", kMostM, " channels per group on the ",
-              "output side of its GEMM (C_out for the forward and grad-weight, C_in for grad-input), got ", p.m);
   switch (dtype) {
     case at::kFloat:
       return tf32_allowed() ? launch_gemm<Math::kTf32, float>(p, shape, reduction, device.stream)

@@ -442,7 +442,10 @@ struct GemmKernel {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     Offsets& off = *reinterpret_cast<Offsets*>(smem_raw);
     T* smem = reinterpret_cast<T*>(smem_raw + kOffsetsBytes);
-    const int32_t n0 = blockIdx.x * BN, m0 = blockIdx.y * BM;
+    // Output tiles along x, n's fastest, so that the blocks running together share A's rows; y (at
+    // most 65535) would cap m at 65535 tiles.
+    const int32_t n_tiles = static_cast<int32_t>((int64_t(p.n) + BN - 1) / BN);
+    const int32_t n0 = int32_t(blockIdx.x % n_tiles) * BN, m0 = int32_t(blockIdx.x / n_tiles) * BM;
     const int32_t group = blockIdx.z % p.groups, split = blockIdx.z / p.groups;
     const int32_t k_begin = split * p.k_per_split;
     const int32_t k_end = static_cast<int32_t>(min(int64_t(p.k), int64_t(k_begin) + p.k_per_split));

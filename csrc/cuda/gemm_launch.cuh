@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 
 #include "cuda/gemm.cuh"
 #include "cuda/gemm_launch.h"
@@ -29,8 +30,10 @@ cudaError_t launch_tile(const GemmProblem& p, cudaStream_t stream) {
     if (cudaError_t e = set_max_dynamic_smem(kernel, Kernel::kSmemBytes); e != cudaSuccess) return e;
     configured[device].store(true, std::memory_order_relaxed);
   }
-  const dim3 grid(static_cast<unsigned>((int64_t(p.n) + Cfg::BN - 1) / Cfg::BN),
-                  static_cast<unsigned>((int64_t(p.m) + Cfg::BM - 1) / Cfg::BM), p.groups * p.splits);
+  // Every output tile on x (GemmKernel::run), groups x splits on z (host-checked).
+  const int64_t tiles = (int64_t(p.n) + Cfg::BN - 1) / Cfg::BN * ((int64_t(p.m) + Cfg::BM - 1) / Cfg::BM);
+  if (tiles > std::numeric_limits<int32_t>::max()) return cudaErrorInvalidConfiguration;  // 2^41 outputs a group
+  const dim3 grid(static_cast<unsigned>(tiles), 1, p.groups * p.splits);
   const int k_tiles = static_cast<int>((int64_t(p.k_per_split) + Cfg::BK - 1) / Cfg::BK);
   return launch_kernel(kernel, grid, dim3(Cfg::kThreads), Kernel::smem_bytes(k_tiles), stream, p);
 }
