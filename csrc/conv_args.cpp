@@ -81,6 +81,10 @@ ConvGeometry check_conv_params(at::IntArrayRef weight_size, int64_t in_channels,
 }
 
 void set_output_grid(ConvGeometry& g, int64_t in_h, int64_t in_w) {
+  // As F.conv2d: the kernel needs at least one input pixel, padding included, along each axis.
+  TORCH_CHECK(in_h + 2 * g.pad_h >= 1 && in_w + 2 * g.pad_w >= 1, "Calculated padded input size per channel: (",
+              in_h + 2 * g.pad_h, " x ", in_w + 2 * g.pad_w,
+              "). Kernel size: (1 x 1). Kernel size can't be greater than actual input size");
   g.in_h = in_h;
   g.in_w = in_w;
   g.out_h = (in_h + 2 * g.pad_h - 1) / g.stride_h + 1;

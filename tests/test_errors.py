@@ -27,6 +27,8 @@ CASES = {
     "kernel_1x3": (dict(weight=torch.randn(4, 6, 1, 3)), ValueError, r"1x1.*weight|weight.*1x1", False),
     "weight_3d": (dict(weight=torch.randn(4, 6, 1)), RuntimeError, r"weight", False),
     "no_output_channels": (dict(weight=torch.randn(0, 6, 1, 1), bias=None, residual=None), RuntimeError, r"weight", True),
+    "input_zero_height": (dict(input=torch.randn(2, 6, 0, 5), residual=None), RuntimeError, r"input size", True),
+    "input_zero_width_stride2": (dict(input=torch.randn(2, 6, 4, 0), residual=None, stride=2), RuntimeError, r"input size", True),
     "c_in_mismatch": (dict(weight=torch.randn(4, 5, 1, 1)), RuntimeError, r"input.*channels", True),
     "groups_not_dividing_c_out": (
         dict(weight=torch.randn(5, 3, 1, 1), bias=torch.randn(5), residual=torch.randn(2, 5, 4, 5), groups=2),

@@ -207,6 +207,19 @@ def test_padding_strings(device, padding):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_empty_image_with_padding(device):
+    # No input rows, one row of padding on each side: two output rows of act(bias) alone. (F.conv2d
+    # refuses empty images unless the batch or the channels are empty too; the result is well defined.)
+    x = torch.randn(2, 4, 0, 3, dtype=torch.float64, device=device)
+    w = torch.randn(5, 4, 1, 1, dtype=torch.float64, device=device)
+    b = torch.randn(5, dtype=torch.float64, device=device)
+    with poisoned_allocations():
+        out = pw.pointwise_conv2d(x, w, b, stride=(1, 2), padding=1, activation="silu")
+    assert out.shape == (2, 5, 2, 3)
+    assert_rel_close(out, F.silu(b).view(1, 5, 1, 1).expand(2, 5, 2, 3), TOL[torch.float64])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_stride_larger_than_input(device):
     # Every output pixel but the first reads padding: those outputs are act(bias) alone.
     x = torch.randn(2, 4, 3, 3, dtype=torch.float64, device=device)
