@@ -197,7 +197,7 @@ def test_over_2_pow_31_elements(layout):
     # c_out == c_in: the output's shape and layout. Past 2^31 lie channel 7's last 8 rows (NCHW) or
     # the last row (channels_last): among 2^28 pixels a grad-weight that missed or misread them
     # would still pass, so every other row's gradient is scaled down until those rows carry most of
-    # each sum (99% of its variance; the rows checked below are unaffected).
+    # each sum (99% of its variance; the row checks below are relative, so the scale does not matter).
     grad_out = torch.randn_like(x)
     grad_out[:, :, : h - 8] *= 2**-9
     grad_in = ops.conv_backward_input(grad_out, weight, list(x.shape), [1, 1], [0, 0], 1)

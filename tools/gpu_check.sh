@@ -28,7 +28,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 budget=540
-if [ "${1:-}" = "--budget" ]; then budget=$2; shift 2; fi
+if [ "${1:-}" = "--budget" ]; then budget=${2:?--budget needs a number of seconds}; shift 2; fi
 WORK=${GPU_CHECK_DIR:-$PWD/gpu_out}
 rm -rf "$WORK" && mkdir -p "$WORK"  # a warm machine keeps the last call's folder: start clean
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0a} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1

@@ -16,8 +16,11 @@ __device__ __forceinline__ uint64_t global_timer_ns() {
 }
 
 __global__ void busy_wait_kernel(uint64_t nanoseconds) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 700  // __nanosleep; the package needs sm_80 anyway
   const uint64_t start = global_timer_ns();
-  while (global_timer_ns() - start < nanoseconds) __nanosleep(1000);
+  // At most about a second of sleeps, should the timer ever stand still.
+  for (int i = 0; i < 1'000'000 && global_timer_ns() - start < nanoseconds; ++i) __nanosleep(1000);
+#endif
 }
 
 }  // namespace
