@@ -176,3 +176,27 @@ def test_export_with_residual_argument_and_dynamic_batch():
         out = program.module()(x, r)
         ref = F.relu6(F.conv2d(x.double(), layer.weight.double(), layer.bias.double()) + r.double())
         assert_rel_close(out, ref, 1e-5, "exported program output")
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: ops.conv_forward(torch.randn(2, 6, 4, 5), torch.randn(0, 6, 1, 1), None, None, [1, 1], [0, 0], 1, "none"),
+         "at least 1 at dimension 0"),
+        (lambda: ops.conv_forward(torch.randn(2, 6, 0, 5), torch.randn(4, 6, 1, 1), None, None, [2, 1], [0, 0], 1, "none"),
+         "input size"),
+        (lambda: ops.conv_backward_input(torch.randn(2, 0, 4, 5), torch.randn(0, 6, 1, 1), [2, 6, 4, 5], [1, 1], [0, 0], 1),
+         "at least 1 at dimension 0"),
+        (lambda: ops.conv_backward_weight(torch.randn(2, 4, 4, 1), torch.randn(2, 6, 4, 0), [1, 1], [0, 0], 1),
+         "input size"),
+    ],
+    ids=["no_output_channels", "empty_image", "grad_input_no_output_channels", "grad_weight_empty_image"],
+)
+def test_fake_kernels_refuse_what_the_kernels_refuse(call, message):
+    # A traced program (torch.compile, export) fails where the eager call would, not at run time.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with pytest.raises(RuntimeError, match=message):
+        call()  # the real kernel
+    with FakeTensorMode(), pytest.raises(RuntimeError, match=message):
+        call()  # the fake one
