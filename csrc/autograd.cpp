@@ -182,6 +182,16 @@ struct ConvBackwardWeight : torch::autograd::Function<ConvBackwardWeight> {
   }
 };
 
+// Forward-mode AD (torch.func.jvp, jacfwd, torch.autograd.forward_ad) has no formula here. A C++
+// Function refuses tangents on inputs that need gradients; an input without would pass through the
+// fast path below and its tangent be dropped, a silent zero: refused as well, in the same words.
+void check_no_tangents(const char* op, std::initializer_list<const at::Tensor*> inputs) {
+  for (const at::Tensor* t : inputs)
+    TORCH_CHECK(!(t->defined() && t->_fw_grad(/*level=*/0).defined()), "pointwise_cuda::", op,
+                ": forward-mode AD (torch.func.jvp, jacfwd, torch.autograd.forward_ad) is not supported; "
+                "use reverse mode (backward, torch.autograd.grad)");
+}
+
 // Whether this call has a graph to record. Without one (grad mode off, as in inference and in a
 // backward that is not itself differentiated, or no input that needs a gradient) the op runs
 // directly below autograd: Function::apply would build a graph node only to drop it (~3 us a call).
@@ -196,6 +206,7 @@ at::Tensor conv_forward_autograd(const at::Tensor& input, const at::Tensor& weig
                                  const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual,
                                  at::IntArrayRef stride, at::IntArrayRef padding, int64_t groups,
                                  c10::string_view activation) {
+  check_no_tangents("conv_forward", {&input, &weight, &value_or_undefined(bias), &value_or_undefined(residual)});
   if (!records_graph({&input, &weight, &value_or_undefined(bias), &value_or_undefined(residual)})) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return call_conv_forward(input, weight, bias, residual, stride, padding, groups, activation);
@@ -206,6 +217,7 @@ at::Tensor conv_forward_autograd(const at::Tensor& input, const at::Tensor& weig
 at::Tensor conv_backward_input_autograd(const at::Tensor& grad_output, const at::Tensor& weight,
                                         c10::SymIntArrayRef input_size, at::IntArrayRef stride,
                                         at::IntArrayRef padding, int64_t groups) {
+  check_no_tangents("conv_backward_input", {&grad_output, &weight});
   if (!records_graph({&grad_output, &weight})) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return call_conv_backward_input(grad_output, weight, input_size, stride, padding, groups);
@@ -215,6 +227,7 @@ at::Tensor conv_backward_input_autograd(const at::Tensor& grad_output, const at:
 
 at::Tensor conv_backward_weight_autograd(const at::Tensor& grad_output, const at::Tensor& input,
                                          at::IntArrayRef stride, at::IntArrayRef padding, int64_t groups) {
+  check_no_tangents("conv_backward_weight", {&grad_output, &input});
   if (!records_graph({&grad_output, &input})) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return call_conv_backward_weight(grad_output, input, stride, padding, groups);

@@ -287,3 +287,16 @@ def test_grads_tf32_cuda(activation, layout, tf32_on):
     for name, t, ref, tg in zip(("input", "weight", "bias", "residual"), (x, w, b, r), refs, torch_grads):
         assert_rel_close(t.grad, ref, 2e-3, f"TF32 grad {name} vs float64")
         assert_rel_close(t.grad, tg, 4e-3, f"TF32 grad {name} vs nn.Conv2d (TF32)")
+
+
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["plain", "requires_grad"])
+def test_forward_mode_ad_is_refused(requires_grad):
+    # No forward-AD formula: a tangent must raise, never come back as zeros or None.
+    import torch.autograd.forward_ad as fwAD
+
+    x = torch.randn(2, 6, 5, 4, dtype=torch.float64, requires_grad=requires_grad)
+    w = torch.randn(4, 6, 1, 1, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="forward-mode AD"):
+        torch.func.jvp(lambda a: pw.pointwise_conv2d(a, w), (x,), (torch.ones_like(x),))
+    with fwAD.dual_level(), pytest.raises(RuntimeError, match="forward-mode AD|jvp is not implemented"):
+        pw.pointwise_conv2d(fwAD.make_dual(x, torch.ones_like(x)), w)
