@@ -12,6 +12,13 @@ def output_size(size: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - 1) // stride + 1
 
 
+def empty_like_kernel(size, like: torch.Tensor) -> torch.Tensor:
+    """An output as the kernels allocate it: at::empty in the memory format `like` suggests. (Not
+    new_empty(...).contiguous(memory_format): where a shape is both NCHW- and channels_last-contiguous
+    -- one channel, or 1x1 images -- that keeps NCHW strides, unlike the kernels.)"""
+    return torch.empty(size, dtype=like.dtype, device=like.device, memory_format=suggest_memory_format(like))
+
+
 def check_geometry(out_channels, height, width, padding) -> None:
     """The checks of the real kernels (csrc/conv_args.cpp) that shapes alone decide, so that a traced
     program fails where an eager call would."""
@@ -29,13 +36,13 @@ def _(input, weight, bias, residual, stride, padding, groups, activation):
     n, _, h, w = input.shape
     check_geometry(weight.shape[0], h, w, padding)
     size = (n, weight.shape[0], output_size(h, stride[0], padding[0]), output_size(w, stride[1], padding[1]))
-    return input.new_empty(size).contiguous(memory_format=suggest_memory_format(input))
+    return empty_like_kernel(size, input)
 
 
 @torch.library.register_fake("pointwise_cuda::conv_backward_input")
 def _(grad_output, weight, input_size, stride, padding, groups):
     check_geometry(weight.shape[0], input_size[2], input_size[3], padding)
-    return grad_output.new_empty(input_size).contiguous(memory_format=suggest_memory_format(grad_output))
+    return empty_like_kernel(input_size, grad_output)
 
 
 @torch.library.register_fake("pointwise_cuda::conv_backward_weight")

@@ -200,3 +200,45 @@ def test_fake_kernels_refuse_what_the_kernels_refuse(call, message):
         call()  # the real kernel
     with FakeTensorMode(), pytest.raises(RuntimeError, match=message):
         call()  # the fake one
+
+
+def _channels_last(*size):
+    return torch.randn(*size).contiguous(memory_format=torch.channels_last)
+
+
+# Shapes both NCHW- and channels_last-contiguous on one side (one output channel, 1x1 images, one
+# input channel), where the real kernels' strides and a naive fake's differ.
+AMBIGUOUS = {
+    "one_output_channel": (_channels_last(2, 6, 5, 4), torch.randn(1, 6, 1, 1)),
+    "one_pixel": (_channels_last(2, 6, 1, 1), torch.randn(3, 6, 1, 1)),
+    "one_input_channel": (_channels_last(2, 1, 5, 4), torch.randn(3, 1, 1, 1)),
+}
+
+
+@pytest.mark.parametrize("name", list(AMBIGUOUS))
+def test_fake_kernels_give_the_real_strides(name):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    x, w = AMBIGUOUS[name]
+    y = ops.conv_forward(x, w, None, None, [1, 1], [0, 0], 1, "none")
+    gy = torch.randn_like(y)
+    real = [y, ops.conv_backward_input(gy, w, list(x.shape), [1, 1], [0, 0], 1),
+            ops.conv_backward_weight(gy, x, [1, 1], [0, 0], 1)]
+    with FakeTensorMode() as mode:
+        fx, fw, fgy = (mode.from_tensor(t) for t in (x, w, gy))
+        fake = [ops.conv_forward(fx, fw, None, None, [1, 1], [0, 0], 1, "none"),
+                ops.conv_backward_input(fgy, fw, list(x.shape), [1, 1], [0, 0], 1),
+                ops.conv_backward_weight(fgy, fx, [1, 1], [0, 0], 1)]
+    for op, r, f in zip(("forward", "grad_input", "grad_weight"), real, fake):
+        assert (f.shape, f.stride()) == (r.shape, r.stride()), op
+
+
+def test_compile_channels_last_with_one_channel_between():
+    # The model of the stride bug: a 1-channel activation in channels_last between two converted convs.
+    model = pw.convert(nn.Sequential(nn.Conv2d(6, 1, 1), nn.ReLU(), nn.Conv2d(1, 3, 1)))
+    model = model.to(memory_format=torch.channels_last)
+    x = _channels_last(2, 6, 5, 4)
+    # Compiled afresh: a cached graph from an earlier run would not ask the fake kernels again.
+    with torch._inductor.config.patch(fx_graph_cache=False), torch._functorch.config.patch(enable_autograd_cache=False):
+        out = torch.compile(model, fullgraph=True, backend="inductor")(x)
+    assert_rel_close(out, model(x), 1e-6, "compiled")
