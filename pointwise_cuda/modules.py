@@ -15,13 +15,16 @@ class PointwiseConv2d(nn.Module):
 
     Holds `weight` (out_channels, in_channels / groups, 1, 1) and `bias` (out_channels) exactly as
     nn.Conv2d(in_channels, out_channels, 1, ...) does, so state_dicts load either way.
-    forward(x, residual=None) returns act(conv(x) + bias + residual).
+    forward(x, residual=None) returns act(conv(x) + bias + residual). Every argument after the
+    channel counts is keyword-only: nn.Conv2d's third positional argument is kernel_size, and
+    PointwiseConv2d(6, 4, 1, 2) must not silently mean stride 1, padding 2.
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
+        *,
         stride=1,
         padding=0,
         dilation=1,
@@ -99,16 +102,26 @@ class PointwiseConv2d(nn.Module):
         return s
 
 
+def _has_hooks(module: nn.Module) -> bool:
+    return any(getattr(module, hooks) for hooks in (
+        "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
+
+
 def _convertible(module: nn.Module) -> bool:
-    # Exactly nn.Conv2d: a subclass may override forward, and swapping it would change the model.
-    return type(module) is nn.Conv2d and module.kernel_size == (1, 1) and module.padding_mode == "zeros"
+    # Exactly nn.Conv2d: a subclass (parametrize's included) may override forward, and swapping it
+    # would change the model. Its weight a Parameter and no hooks: spectral_norm, weight_norm and
+    # pruning compute the weight in a forward pre-hook, which the replacement would not run.
+    return (type(module) is nn.Conv2d and module.kernel_size == (1, 1) and module.padding_mode == "zeros"
+            and isinstance(module._parameters.get("weight"), nn.Parameter) and not _has_hooks(module))
 
 
 def convert(model: nn.Module, inplace: bool = False) -> nn.Module:
     """`model` with every 1x1 nn.Conv2d (padding_mode 'zeros') replaced by a PointwiseConv2d.
 
-    The replacements hold the same parameters; every other layer is untouched. With inplace=False
-    (the default) the model is deep-copied first and the original is left as it was.
+    The replacements hold the same parameters; every other layer is untouched, and so are the 1x1
+    convolutions with hooks or a computed weight (spectral_norm, weight_norm, pruning,
+    parametrizations), whose replacement would skip them. With inplace=False (the default) the model
+    is deep-copied first and the original is left as it was.
     """
     if not inplace:
         model = copy.deepcopy(model)

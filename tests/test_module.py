@@ -309,6 +309,32 @@ def test_convert_edge_cases():
     assert_rel_close(converted(x), model(x), 1e-5, "converted Sequential")
 
 
+def test_convert_leaves_hooked_and_reparametrized_convs_alone():
+    # Their replacement would not run the hooks that compute or watch the weight.
+    from torch.nn.utils import prune
+
+    hooked = nn.Conv2d(4, 4, 1)
+    hooked.register_forward_hook(lambda module, args, out: out * 2)
+    model = nn.Sequential(
+        nn.utils.spectral_norm(nn.Conv2d(4, 4, 1)),
+        nn.utils.parametrizations.weight_norm(nn.Conv2d(4, 4, 1)),
+        hooked,
+        nn.Conv2d(4, 4, 1),
+    ).eval()
+    prune.l1_unstructured(model[3], "weight", amount=0.5)
+    model.append(nn.Conv2d(4, 4, 1))  # the only plain one
+    converted = pw.convert(model, inplace=True)
+    assert [type(m) is pw.PointwiseConv2d for m in converted] == [False, False, False, False, True]
+    x = torch.randn(2, 4, 3, 3)
+    assert_rel_close(converted(x), model(x), 1e-6)
+
+
+def test_module_arguments_after_channels_are_keyword_only():
+    # nn.Conv2d(6, 4, 1, 2) is kernel 1, stride 2: the same positions must not mean stride 1, padding 2.
+    with pytest.raises(TypeError):
+        pw.PointwiseConv2d(6, 4, 1, 2)
+
+
 def test_convert_keeps_training_mode():
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sequential(nn.Conv2d(4, 4, 1)).eval())
     converted = pw.convert(model)
