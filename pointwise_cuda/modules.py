@@ -9,6 +9,10 @@ from torch import nn
 
 from .functional import ACTIVATIONS, _pair, _padding, pointwise_conv2d
 
+# torch.fx.symbolic_trace records calls of pointwise_conv2d from this module as graph nodes instead
+# of tracing into them (its argument checks cannot run on proxies), so converted models trace.
+torch.fx.wrap("pointwise_conv2d")
+
 
 class PointwiseConv2d(nn.Module):
     """A 1x1 convolution with an optional fused activation and residual input.

@@ -329,6 +329,15 @@ def test_convert_leaves_hooked_and_reparametrized_convs_alone():
     assert_rel_close(converted(x), model(x), 1e-6)
 
 
+def test_converted_model_traces_with_fx():
+    # torch.fx.symbolic_trace (feature extractors, FX quantization) works on a converted model.
+    model = pw.convert(nn.Sequential(nn.Conv2d(4, 6, 1), nn.ReLU(), nn.Conv2d(6, 3, 1, stride=2))).eval()
+    traced = torch.fx.symbolic_trace(model)
+    assert sum(n.op == "call_function" and n.target is pw.pointwise_conv2d for n in traced.graph.nodes) == 2
+    x = torch.randn(2, 4, 5, 5)
+    assert torch.equal(traced(x), model(x))
+
+
 def test_module_arguments_after_channels_are_keyword_only():
     # nn.Conv2d(6, 4, 1, 2) is kernel 1, stride 2: the same positions must not mean stride 1, padding 2.
     with pytest.raises(TypeError):
