@@ -1,6 +1,7 @@
 """The public op: F.conv2d's meaning for a 1x1 weight, with a fused bias + residual + activation epilogue."""
 
 import contextlib
+import operator
 from typing import Optional, Union
 
 import torch
@@ -12,6 +13,12 @@ ACTIVATIONS = (None, "relu", "relu6", "silu", "gelu")
 IntOrPair = Union[int, tuple, list]
 
 
+def _integer(value):
+    if isinstance(value, bool):
+        raise TypeError(value)
+    return value if isinstance(value, torch.SymInt) else operator.index(value)
+
+
 def _pair(value, name: str, minimum: int) -> list:
     # Fast path for plain ints and pairs of them, checked on every call (the general checks below
     # cost about 5 us a call, as much as F.conv2d's whole host path on a small layer).
@@ -20,11 +27,13 @@ def _pair(value, name: str, minimum: int) -> list:
     if type(value) in (tuple, list) and len(value) == 2 and type(value[0]) is int and type(value[1]) is int \
             and value[0] >= minimum and value[1] >= minimum:
         return [value[0], value[1]]
-    if isinstance(value, bool) or not isinstance(value, (int, tuple, list, torch.SymInt)):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {type(value).__name__}")
-    pair = [value, value] if not isinstance(value, (tuple, list)) else list(value)
-    if not all(isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool) for v in pair):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    pair = list(value) if isinstance(value, (tuple, list)) else [value]
+    try:  # integers of any kind (numpy's too, as F.conv2d takes them), not bools or floats
+        pair = [_integer(v) for v in pair]
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    if len(pair) == 1:  # one value for both axes, also as a 1-element sequence, as in F.conv2d
+        pair *= 2
     if len(pair) != 2:  # F.conv2d raises RuntimeError for a wrong length; so do we
         raise RuntimeError(f"expected {name} to be a single integer value or a list of 2 values, got {value!r}")
     if any(v < minimum for v in pair):
@@ -74,8 +83,11 @@ def pointwise_conv2d(
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    if isinstance(groups, bool) or not isinstance(groups, int):
-        raise TypeError(f"groups must be an int, got {type(groups).__name__}")
+    if type(groups) is not int:
+        try:
+            groups = _integer(groups)
+        except TypeError:
+            raise TypeError(f"groups must be an int, got {type(groups).__name__}") from None
     stride = _pair(stride, "stride", 1)
     padding = _padding(padding, stride)
     _pair(dilation, "dilation", 1)

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .functional import ACTIVATIONS, _pair, _padding, pointwise_conv2d
+from .functional import ACTIVATIONS, _integer, _pair, _padding, pointwise_conv2d
 
 # torch.fx.symbolic_trace records calls of pointwise_conv2d from this module as graph nodes instead
 # of tracing into them (its argument checks cannot run on proxies), so converted models trace.
@@ -39,6 +39,10 @@ class PointwiseConv2d(nn.Module):
         dtype=None,
     ):
         super().__init__()
+        try:
+            groups = _integer(groups)
+        except TypeError:
+            raise TypeError(f"groups must be an int, got {type(groups).__name__}") from None
         if groups <= 0 or in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"groups ({groups}) must be positive and divide in_channels ({in_channels}) "

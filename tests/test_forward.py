@@ -4,6 +4,7 @@ Every call also checks the output's dtype, device and memory format (against F.c
 the same input) and that no input was modified.
 """
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -195,6 +196,19 @@ def test_dilation_changes_nothing(device, dilation):
     out = pw.pointwise_conv2d(x, w, None, 2, 1, dilation)
     ref = F.conv2d(x, w, None, 2, 1, dilation)
     assert_rel_close(out, ref, TOL[torch.float64])
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [dict(stride=(2,)), dict(padding=[1]), dict(stride=np.int64(2), padding=(np.int32(1), 0)), dict(groups=np.int64(2))],
+    ids=["stride_1_tuple", "padding_1_list", "numpy_stride_padding", "numpy_groups"],
+)
+@pytest.mark.parametrize("device", DEVICES)
+def test_arguments_as_f_conv2d_takes_them(device, arguments):
+    # One-element sequences and numpy integers, which F.conv2d accepts (and convert()ed layers carry).
+    x = torch.randn(2, 6, 5, 4, dtype=torch.float64, device=device)
+    w = torch.randn(4, 6 // arguments.get("groups", 1), 1, 1, dtype=torch.float64, device=device)
+    assert_rel_close(pw.pointwise_conv2d(x, w, **arguments), F.conv2d(x, w, **arguments), TOL[torch.float64])
 
 
 @pytest.mark.parametrize("padding", ["valid", "same"])
