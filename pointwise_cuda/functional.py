@@ -13,10 +13,17 @@ ACTIVATIONS = (None, "relu", "relu6", "silu", "gelu")
 IntOrPair = Union[int, tuple, list]
 
 
-def _integer(value):
-    if isinstance(value, bool):
-        raise TypeError(value)
-    return value if isinstance(value, torch.SymInt) else operator.index(value)
+def _integer(value, name: str):
+    """An integer argument: an int, SymInt or anything else integral (numpy's integers, which
+    F.conv2d takes too); not a bool or a float."""
+    if isinstance(value, torch.SymInt):
+        return value
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{name} must be an int, got {type(value).__name__}")
 
 
 def _pair(value, name: str, minimum: int) -> list:
@@ -28,8 +35,8 @@ def _pair(value, name: str, minimum: int) -> list:
             and value[0] >= minimum and value[1] >= minimum:
         return [value[0], value[1]]
     pair = list(value) if isinstance(value, (tuple, list)) else [value]
-    try:  # integers of any kind (numpy's too, as F.conv2d takes them), not bools or floats
-        pair = [_integer(v) for v in pair]
+    try:
+        pair = [_integer(v, name) for v in pair]
     except TypeError:
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
     if len(pair) == 1:  # one value for both axes, also as a 1-element sequence, as in F.conv2d
@@ -84,10 +91,7 @@ def pointwise_conv2d(
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     if type(groups) is not int:
-        try:
-            groups = _integer(groups)
-        except TypeError:
-            raise TypeError(f"groups must be an int, got {type(groups).__name__}") from None
+        groups = _integer(groups, "groups")
     stride = _pair(stride, "stride", 1)
     padding = _padding(padding, stride)
     _pair(dilation, "dilation", 1)

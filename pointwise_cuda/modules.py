@@ -39,10 +39,7 @@ class PointwiseConv2d(nn.Module):
         dtype=None,
     ):
         super().__init__()
-        try:
-            groups = _integer(groups)
-        except TypeError:
-            raise TypeError(f"groups must be an int, got {type(groups).__name__}") from None
+        groups = _integer(groups, "groups")
         if groups <= 0 or in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"groups ({groups}) must be positive and divide in_channels ({in_channels}) "
