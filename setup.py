@@ -50,6 +50,17 @@ else:
 
 define_macros.append(("POINTWISE_CUDA_ARCH_LIST", '"%s"' % (os.environ.get("TORCH_CUDA_ARCH_LIST", "") if with_cuda else "")))
 
+# The torch the extension is compiled against, for pointwise_cuda/__init__.py to compare with the
+# torch it is imported with: a mismatch there would fail in the dynamic loader or crash.
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "pointwise_cuda", "_built_with.py"), "w") as f:
+    f.write(
+        '"""Written by setup.py: the torch this build of the extension was compiled against."""\n\n'
+        f"TORCH_VERSION = {torch.__version__!r}\n"
+        f"TORCH_CUDA_VERSION = {torch.version.cuda!r}\n"
+        f"SOURCE_DIR = {here!r}\n"
+    )
+
 setup(
     name="pointwise_cuda",
     version="0.1.0",

@@ -11,7 +11,11 @@ conv_backward_weight); they work with autograd (to any order), torch.compile and
 
 import torch  # noqa: F401  (first: _C links against torch's shared libraries)
 
-from . import _C  # noqa: F401  (loads the library: registers the ops and their CPU/CUDA kernels)
+from . import _build
+
+_build.check()  # the extension below must have been built against this very torch
+
+from . import _C  # noqa: F401,E402  (loads the library: registers the ops and their CPU/CUDA kernels)
 from . import _ops  # noqa: F401  (registers the fake kernels of those ops)
 from .functional import ACTIVATIONS, pointwise_conv2d
 from .modules import PointwiseConv2d, convert
