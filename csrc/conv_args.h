@@ -2,13 +2,18 @@
 //
 // Each op entry point (registered per backend in cpu/ and cuda/) is `run_*<kernel>`: it checks the
 // arguments once, makes the tensors dense in one layout (at most one copy each), allocates the
-// output, and only then hands a fully validated *Args to the backend's kernel.
+// output, and only then hands a fully validated *Args to the backend's kernel. The checks are the
+// check_* functions below, in SymInt: the Meta kernels (meta.cpp), which fake tensors run for
+// torch.compile and torch.export, call the very same ones, so a program that fails at run time
+// fails when it is traced.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/SymInt.h>
 #include <c10/util/string_view.h>
 
 #include <optional>
+#include <vector>
 
 namespace pointwise {
 
@@ -68,6 +73,32 @@ struct BackwardWeightArgs {
 };
 
 Activation parse_activation(c10::string_view name);
+
+// What the checks of an op's arguments establish: sizes (symbolic under fake tensors with dynamic
+// shapes), the stride, padding and groups, and the layout the op computes in.
+struct CheckedConv {
+  c10::SymInt batch, in_channels, out_channels, in_h, in_w, out_h, out_w;
+  int64_t groups = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  bool channels_last = false;
+  Activation activation = Activation::kNone;  // the forward's
+
+  // The sizes as numbers, for a kernel (they are never symbolic there).
+  ConvGeometry geometry() const;
+  at::MemoryFormat layout() const;
+  std::vector<c10::SymInt> output_size() const;  // (N, C_out, H_out, W_out)
+  std::vector<c10::SymInt> weight_size() const;  // (C_out, C_in / groups, 1, 1)
+};
+
+// Every check of the op's arguments that their metadata decides (sizes, dtypes, devices, stride,
+// padding, groups, activation), raising what F.conv2d raises where it has the same check.
+CheckedConv check_forward(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                          const std::optional<at::Tensor>& residual, at::IntArrayRef stride, at::IntArrayRef padding,
+                          int64_t groups, c10::string_view activation);
+CheckedConv check_backward_input(const at::Tensor& grad_output, const at::Tensor& weight,
+                                 c10::SymIntArrayRef input_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                 int64_t groups);
+CheckedConv check_backward_weight(const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef stride,
+                                  at::IntArrayRef padding, int64_t groups);
 
 ForwardArgs prepare_forward(const at::Tensor& input, const at::Tensor& weight,
                             const std::optional<at::Tensor>& bias,

@@ -15,8 +15,7 @@ from . import _build
 
 _build.check()  # the extension below must have been built against this very torch
 
-from . import _C  # noqa: F401,E402  (loads the library: registers the ops and their CPU/CUDA kernels)
-from . import _ops  # noqa: F401  (registers the fake kernels of those ops)
+from . import _C  # noqa: F401,E402  (loads the library: the ops, their CPU/CUDA/Meta kernels, autograd)
 from .functional import ACTIVATIONS, pointwise_conv2d
 from .modules import PointwiseConv2d, convert
 

@@ -82,6 +82,19 @@ CASES = {
     "activation_wrong_case": (dict(activation="ReLU"), ValueError, r"activation", False),
     "activation_gelu_tanh": (dict(activation="gelu_tanh"), ValueError, r"activation", False),
     "input_not_a_tensor": (dict(input=[[1.0]]), TypeError, r"input", True),
+    "bias_not_a_tensor": (dict(bias=1.0), TypeError, r"bias", True),
+    "residual_not_a_tensor": (dict(residual=1.0), TypeError, r"residual", False),
+    # Sizes past int64_t: F.conv2d's ValueError from its argument parser, its RuntimeError for a
+    # padding past 2^62; a padded size or an output too large for int64_t is refused, not wrapped.
+    "stride_2_63": (dict(stride=2**63), ValueError, r"stride", True),
+    "stride_below_int64": (dict(stride=-(2**63) - 1), ValueError, r"stride", True),
+    "stride_pair_past_int64": (dict(stride=(1, -(2**63) - 1)), TypeError, r"stride", True),
+    "padding_2_63": (dict(padding=2**63), ValueError, r"padding", True),
+    "groups_2_63": (dict(groups=2**63), ValueError, r"groups", True),
+    "padding_int64_max": (dict(padding=2**63 - 1, residual=None), RuntimeError, r"padding to be at most", True),
+    "padding_2_62": (dict(padding=2**62, residual=None), RuntimeError, r"padding to be at most", True),
+    "padding_past_padded_size": (dict(padding=2**62 - 1, residual=None), RuntimeError, r"padding.*2\^63", False),
+    "padding_past_output_size": (dict(padding=2**40, residual=None), RuntimeError, r"output.*2\^63", True),
 }
 
 
@@ -122,6 +135,62 @@ def test_bad_input(name):
     assert info.type is expected, f"raised {info.type.__name__}: {info.value}"
     assert info.match(fragment)
     assert_unchanged(saved, tensors)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_meta_kernels_refuse_what_the_kernels_refuse(name):
+    # Meta tensors, and the fake tensors of torch.compile and torch.export, run the same checks: a
+    # program that fails at run time fails when it is traced.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    changes, expected, fragment, like_conv2d = CASES[name]
+    args = {**_base(), **changes}
+    with pytest.raises(Exception) as real:
+        _call(args)
+    meta = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in args.items()}
+    with pytest.raises(Exception) as on_meta:
+        _call(meta)
+    assert (on_meta.type, str(on_meta.value)) == (real.type, str(real.value))
+    with FakeTensorMode() as mode:
+        fake = {k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v for k, v in args.items()}
+        with pytest.raises(Exception) as traced:
+            _call(fake)
+    assert traced.type is real.type and traced.match(fragment)
+
+
+def test_meta_residual_with_a_cpu_input_is_refused():
+    # The Meta kernel runs for it (a meta argument selects it): it must check devices as the CPU one.
+    args = _base()
+    with pytest.raises(RuntimeError, match=r"residual and input to be on the same device"):
+        _call({**args, "residual": args["residual"].to("meta")})
+
+
+def _jagged_input():
+    return torch.nested.nested_tensor([torch.randn(6, 4, 5), torch.randn(3, 4, 5)], layout=torch.jagged)
+
+
+# Tensors that are not dense: name, (argument, a function of the base value), F.conv2d raises the
+# same type for them too.
+NOT_DENSE = {
+    "input_sparse": ("input", lambda t: t.to_sparse(), True),
+    "weight_sparse": ("weight", lambda t: t.to_sparse(), True),
+    "bias_sparse": ("bias", lambda t: t.to_sparse(), True),
+    "residual_sparse": ("residual", lambda t: t.to_sparse(), False),
+    "input_mkldnn": ("input", lambda t: t.to_mkldnn(), False),
+    "weight_mkldnn": ("weight", lambda t: t.to_mkldnn(), False),
+    "input_nested_jagged": ("input", lambda t: _jagged_input(), True),
+}
+
+
+@pytest.mark.parametrize("name", list(NOT_DENSE))
+def test_tensors_that_are_not_dense(name):
+    arg, make, like_conv2d = NOT_DENSE[name]
+    args = _base()
+    args[arg] = make(args[arg])
+    if like_conv2d:
+        assert _conv2d_exception(args) is RuntimeError
+    with pytest.raises(RuntimeError, match=rf"^{arg} must be a dense tensor \(layout torch.strided\), got"):
+        _call(args)
 
 
 def test_residual_unbatched_wrong_shape():
