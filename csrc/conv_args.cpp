@@ -171,13 +171,12 @@ std::vector<SymInt> CheckedConv::output_size() const { return {batch, out_channe
 std::vector<SymInt> CheckedConv::weight_size() const { return {out_channels, in_channels / groups, 1, 1}; }
 
 Activation parse_activation(c10::string_view name) {
-  if (name == "none") return Activation::kNone;
-  if (name == "relu") return Activation::kReLU;
-  if (name == "relu6") return Activation::kReLU6;
-  if (name == "silu") return Activation::kSiLU;
-  if (name == "gelu") return Activation::kGELU;
-  TORCH_CHECK_VALUE(false, "activation must be one of None, 'relu', 'relu6', 'silu', 'gelu'; got '",
-                    std::string(name), "'");
+  for (int i = 0; i < kActivationCount; ++i) {
+    if (name == kActivationNames[i]) return static_cast<Activation>(i);
+  }
+  std::string known = "None";  // what the Python API calls "none"
+  for (int i = 1; i < kActivationCount; ++i) known += std::string(", '") + kActivationNames[i] + "'";
+  TORCH_CHECK_VALUE(false, "activation must be one of ", known, "; got '", std::string(name), "'");
 }
 
 CheckedConv check_forward(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,

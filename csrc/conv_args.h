@@ -15,9 +15,9 @@
 #include <optional>
 #include <vector>
 
-namespace pointwise {
+#include "epilogue.h"
 
-enum class Activation { kNone = 0, kReLU, kReLU6, kSiLU, kGELU };
+namespace pointwise {
 
 // Sizes of one pointwise convolution. Pixels are counted over the GEMM's spatial grid: the
 // output grid (out_h x out_w); input pixel (oh * stride_h - pad_h, ow * stride_w - pad_w) feeds

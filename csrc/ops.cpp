@@ -4,7 +4,8 @@
 #include <torch/library.h>
 
 #include "autotune.h"
-#include "cpu/cpu_kernels.h"
+#include "cpu/isa.h"
+#include "epilogue.h"
 #ifdef POINTWISE_WITH_CUDA
 #include "cuda/cuda_kernels.h"
 #endif
@@ -29,9 +30,16 @@ namespace {
 
 pybind11::dict build_info() {
   pybind11::dict info;
+  namespace cpu = pointwise::cpu;
   info["torch_version"] = TORCH_VERSION;
-  info["cpu_avx2_compiled"] = pointwise::cpu::avx2_compiled();
-  info["cpu_avx2_supported"] = pointwise::cpu::avx2_supported();
+  std::vector<std::string> compiled;
+  for (int i = 0; i < cpu::kIsaCount; ++i) {
+    if (cpu::isa_compiled(static_cast<cpu::Isa>(i))) compiled.emplace_back(cpu::kIsaNames[i]);
+  }
+  info["cpu_isa_compiled"] = compiled;                                  // kernel sets in this build
+  info["cpu_isa_detected"] = cpu::isa_name(cpu::detected_isa());       // the best this CPU runs
+  info["cpu_isa_cap"] = cpu::isa_cap();                                // POINTWISE_CPU_ISA, or ""
+  info["cpu_isa"] = cpu::isa_name(cpu::selected_isa());                // what the ops run
 #ifdef POINTWISE_WITH_CUDA
   info["backends"] = std::vector<std::string>{"cpu", "cuda"};
   info["cuda_version"] = pointwise::cuda::runtime_version_built();
@@ -58,10 +66,27 @@ pybind11::list autotune_entries() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "pointwise_cuda: kernels registered under torch.ops.pointwise_cuda, plus build helpers";
-  module.def("set_cpu_avx2_enabled", &pointwise::cpu::set_avx2_enabled,
-             "Use the AVX2/FMA CPU kernels (True) or the portable ones (False); for testing both paths.");
-  module.def("cpu_avx2_enabled", &pointwise::cpu::avx2_enabled,
-             "Whether the CPU ops currently run the AVX2/FMA kernels.");
+  module.def("set_cpu_isa", &pointwise::cpu::set_isa,
+             "Run the CPU kernel set of this ISA (build_info()['cpu_isa_compiled']); for testing every path.");
+  module.def("cpu_isa", [] { return std::string(pointwise::cpu::isa_name(pointwise::cpu::selected_isa())); },
+             "The ISA whose CPU kernel set the ops run.");
+  module.def("cpu_isas", [] {
+    namespace cpu = pointwise::cpu;
+    pybind11::list isas;
+    for (int i = 0; i < cpu::kIsaCount; ++i) {
+      const auto isa = static_cast<cpu::Isa>(i);
+      pybind11::dict d;
+      d["name"] = cpu::kIsaNames[i];
+      d["flags"] = cpu::kIsaFlags[i];
+      d["compiled"] = cpu::isa_compiled(isa);
+      d["supported"] = cpu::isa_supported(isa);
+      isas.append(d);
+    }
+    return isas;
+  }, "Every ISA with a CPU kernel set, in order: its name, the cpuinfo flags it needs, whether this build holds it and this CPU runs it.");
+  module.def("activation_names", [] {
+    return std::vector<std::string>(std::begin(pointwise::kActivationNames), std::end(pointwise::kActivationNames));
+  }, "The activations the op takes, by name ('none' first).");
   module.def("set_autotune", &pointwise::autotune::set_enabled, "Autotune the CUDA GEMM plans (see autotune.h).");
   module.def("autotune_enabled", &pointwise::autotune::enabled);
   module.def("autotune_entries", &autotune_entries, "Every tuned problem: (problem, [(plan, ms)], plan kept).");

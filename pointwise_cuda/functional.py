@@ -6,9 +6,12 @@ from typing import Optional, Union
 
 import torch
 
+from . import _C
+
 ops = torch.ops.pointwise_cuda
 
-ACTIVATIONS = (None, "relu", "relu6", "silu", "gelu")
+# None, then the op's names after "none" (csrc/epilogue.h has the list).
+ACTIVATIONS = (None,) + tuple(_C.activation_names()[1:])
 
 IntOrPair = Union[int, tuple, list]
 

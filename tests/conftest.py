@@ -10,6 +10,8 @@ import zlib
 import pytest
 import torch
 
+import pointwise_cuda as pw
+
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
@@ -66,3 +68,18 @@ def restore_num_threads():
     saved = torch.get_num_threads()
     yield
     torch.set_num_threads(saved)
+
+
+@pytest.fixture(params=[isa["name"] for isa in pw._C.cpu_isas()])
+def cpu_path(request):
+    """Runs the test once with each ISA's CPU kernel set, where this build has it and this CPU runs it
+    (skipped otherwise, naming the cpuinfo flags missing)."""
+    isa = next(i for i in pw._C.cpu_isas() if i["name"] == request.param)
+    if not isa["compiled"]:
+        pytest.skip(f"this build has no {isa['name']} kernels")
+    if not isa["supported"]:
+        pytest.skip(f"this CPU lacks {isa['flags']} (cpuinfo flags) for the {isa['name']} kernels")
+    before = pw._C.cpu_isa()
+    pw._C.set_cpu_isa(isa["name"])
+    yield isa["name"]
+    pw._C.set_cpu_isa(before)

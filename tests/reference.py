@@ -231,3 +231,39 @@ def assert_unchanged(saved, tensors):
         values, stride, offset = before
         assert after.shape == values.shape and after.stride() == stride and after.storage_offset() == offset
         assert torch.equal(after.detach(), values), "an input tensor was modified"
+
+
+# Values an activation must treat as torch does: NaN, infinities, the far tails where exp overflows
+# (silu(-1e38) is -0, silu(-inf) NaN), its thresholds, zeros of both signs, subnormals.
+SPECIAL_VALUES = [
+    float("nan"), float("inf"), float("-inf"), 0.0, -0.0, 1.0, -1.0, 3.5, 6.0, 7.0, 5.0, -5.0, 20.0, -20.0,
+    88.5, 89.0, -87.0, -88.0, -88.5, -88.7, -89.0, -100.0, -104.0, -1e38, -3.4e38, 1e38, 3.4e38, 1e-38, -1e-38,
+    1e-45, -1e-45,
+]
+
+# The absolute error of the CPU vector kernels' erfc (Abramowitz & Stegun 7.1.26), times |z| / 2 in GELU.
+ERFC_ABS_ERR = 1.5e-7
+
+
+def assert_activation_matches_torch(out: torch.Tensor, z: torch.Tensor, activation, tol: float, what: str) -> None:
+    """out == act(z) as torch computes it: NaN where torch gives NaN, infinities of the same sign,
+    every finite value within `tol` relative (plus the approximate erfc's absolute error for GELU),
+    of torch's activation in out's dtype or of its exact value (float64, rounded to that dtype).
+    The two differ at the edges of float32: its silu(-89) is -0 (exp overflows) where the value is
+    -2e-37, and its gelu(inf) NaN where the value is inf; either is accepted there."""
+    native = act64(z.to(out.dtype), activation).double()
+    exact = act64(z.double(), activation).to(out.dtype).double()
+    got = out.double()
+    nan_required, nan_allowed = native.isnan() & exact.isnan(), native.isnan() | exact.isnan()
+    assert bool((got.isnan() <= nan_allowed).all()), f"{what}: NaN where torch has none"
+    assert bool((nan_required <= got.isnan()).all()), f"{what}: no NaN where torch has one"
+    matches = (got == native) | (got == exact)
+    infinite = (native.isinf() | exact.isinf()) & ~got.isnan()
+    assert bool(matches[infinite].all()), f"{what}: infinities differ"
+    finite = native.isfinite() & exact.isfinite()
+    slack = tol * exact[finite].abs() + (ERFC_ABS_ERR * z.double()[finite].abs() if activation == "gelu" else 0)
+    error = torch.minimum((got[finite] - native[finite]).abs(), (got[finite] - exact[finite]).abs())
+    worst = int((error - slack).argmax())
+    assert bool((error <= slack).all()), (
+        f"{what}: act({z.double()[finite][worst].item()!r}) = {got[finite][worst].item()!r}, torch gives "
+        f"{native[finite][worst].item()!r} (exactly {exact[finite][worst].item()!r})")

@@ -55,24 +55,12 @@ def test_grad_weight_bitwise_independent_of_thread_count(dtype, layout, stride, 
         assert torch.equal(a, b), f"{name} differs between 1 and 2 threads"
 
 
-@pytest.fixture(params=["avx2", "portable"])
-def cpu_path(request):
-    """Runs the test once with the AVX2/FMA kernels and once with the portable ones."""
-    use_avx2 = request.param == "avx2"
-    if use_avx2 and not pw.build_info()["cpu_avx2_supported"]:
-        pytest.skip("this CPU has no AVX2/FMA")
-    before = pw._C.cpu_avx2_enabled()
-    pw._C.set_cpu_avx2_enabled(use_avx2)
-    yield request.param
-    pw._C.set_cpu_avx2_enabled(before)
-
-
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 1e-2, torch.float16: 2e-3}
 
 
 @pytest.mark.parametrize("dtype,layout,stride,padding,groups", CONFIGS)
 def test_each_cpu_path_matches_float64(cpu_path, dtype, layout, stride, padding, groups):
-    assert pw._C.cpu_avx2_enabled() == (cpu_path == "avx2")
+    assert pw._C.cpu_isa() == cpu_path
     out, grad_x, grad_w, grad_b, grad_r = _run(dtype, layout, stride, padding, groups)
     # The same inputs in float64 through F.conv2d's autograd.
     g = torch.Generator().manual_seed(0)
@@ -88,3 +76,34 @@ def test_each_cpu_path_matches_float64(cpu_path, dtype, layout, stride, padding,
     for name, ours, theirs in (("output", out, ref), ("grad input", grad_x, x.grad), ("grad weight", grad_w, wt.grad),
                                ("grad bias", grad_b, b.grad), ("grad residual", grad_r, r.grad)):
         assert rel_err(ours, theirs.detach()) <= tol, f"{name} on the {cpu_path} path: {rel_err(ours, theirs):.2e}"
+
+
+def _isa_in_subprocess(cap):
+    import os
+    import subprocess
+    import sys
+
+    code = "import torch, pointwise_cuda as pw; pw.pointwise_conv2d(torch.randn(1, 4, 3, 3), torch.randn(2, 4, 1, 1)); print(pw.build_info()['cpu_isa'])"
+    env = {**os.environ, "POINTWISE_CPU_ISA": cap}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_isa_cap_selects_the_portable_kernels():
+    result = _isa_in_subprocess("portable")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["portable"]
+
+
+def test_a_cap_above_the_cpu_runs_the_best_the_cpu_has():
+    best = pw.build_info()["cpu_isa_detected"]
+    top = [isa["name"] for isa in pw._C.cpu_isas()][-1]
+    result = _isa_in_subprocess(top)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == [best]
+
+
+def test_an_unknown_isa_cap_names_the_allowed_ones():
+    result = _isa_in_subprocess("avx9000")
+    assert result.returncode != 0
+    names = ", ".join(isa["name"] for isa in pw._C.cpu_isas())
+    assert f"POINTWISE_CPU_ISA must be one of {names}; got 'avx9000'" in result.stderr

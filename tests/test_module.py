@@ -123,7 +123,9 @@ def test_build_info():
     info = pw.build_info()
     assert "cpu" in info["backends"]
     assert info["torch_version"].split("+")[0] == torch.__version__.split("+")[0]
-    assert isinstance(info["cpu_avx2_compiled"], bool) and isinstance(info["cpu_avx2_supported"], bool)
+    names = [isa["name"] for isa in pw._C.cpu_isas()]
+    assert info["cpu_isa_compiled"][0] == "portable" and set(info["cpu_isa_compiled"]) <= set(names)
+    assert info["cpu_isa"] in info["cpu_isa_compiled"] and info["cpu_isa_detected"] in info["cpu_isa_compiled"]
     if "cuda" in info["backends"]:
         assert info["cuda_version"] and info["cuda_arch_list"]
     else:

@@ -1,33 +1,43 @@
-// The AVX2/FMA kernels, compiled only with POINTWISE_WITH_AVX2 on x86 with GCC or Clang. They are
-// built for the baseline ISA plus a per-function target attribute, never -mavx2, so the library
-// still loads on CPUs without AVX2; pointwise_cpu.cpp picks them at run time.
+// The AVX2/FMA kernel set (cpu/kernels.h), compiled only with POINTWISE_WITH_AVX2 on x86 with GCC
+// or Clang. Its functions are built for the baseline ISA plus a per-function target attribute,
+// never -mavx2, so the library still loads on CPUs without AVX2; cpu/isa.cpp picks them at run time.
 #pragma once
 
 #include <cstdint>
 
-#include "conv_args.h"
-
-#if defined(POINTWISE_WITH_AVX2) && (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
-#define POINTWISE_CPU_AVX2 1
-#endif
+#include "cpu/kernels.h"
 
 #ifdef POINTWISE_CPU_AVX2
 namespace pointwise::cpu {
 
-// Same contract as MicroKernel in gemm.h.
+// A 6 x 16 float (6 x 8 double) tile: its 12 accumulators, 2 B vectors and 1 broadcast A value fit
+// the 16 ymm registers.
+using Avx2Tile = RegisterTile<6, 16>;
+using Avx2DoubleTile = RegisterTile<6, 8>;
+
 void micro_kernel_avx2(int64_t depth, const float* a, int64_t a_line_stride, int64_t a_depth_stride,
                        const float* b, int64_t b_depth_stride, const float* partial, float* c,
                        int64_t c_row_stride);
 void micro_kernel_avx2(int64_t depth, const double* a, int64_t a_line_stride,
                        int64_t a_depth_stride, const double* b, int64_t b_depth_stride,
                        const double* partial, double* c, int64_t c_row_stride);
-
-// Same contract as ActivationKernel in epilogue.h, with vectorised exp and erf.
-void activate_avx2(float* z, int64_t n, Activation activation);
-
-// Same contract as InPlaceFinisher in epilogue.h.
 void finish_in_place_avx2(float* tile, int64_t row_stride, const float* bias, bool bias_on_rows,
                           const float* residual, Activation activation);
+
+template <>
+struct KernelSet<Isa::kAvx2, float> {
+  using Tile = Avx2Tile;
+  using Blocking = cpu::Blocking<float, Tile>;
+  static constexpr MicroKernel<float> micro_kernel = micro_kernel_avx2;
+  static constexpr InPlaceFinisher<float> finish_in_place = finish_in_place_avx2;
+};
+
+template <>
+struct KernelSet<Isa::kAvx2, double> : KernelSet<Isa::kPortable, double> {
+  static_assert(std::is_same_v<KernelSet<Isa::kPortable, double>::Tile, Avx2DoubleTile>,
+                "the portable finisher must have the AVX2 micro-kernel's tile");
+  static constexpr MicroKernel<double> micro_kernel = micro_kernel_avx2;
+};
 
 }  // namespace pointwise::cpu
 #endif

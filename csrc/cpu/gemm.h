@@ -15,13 +15,11 @@
 
 namespace pointwise::cpu {
 
-// The micro-kernel keeps a kRows x kCols tile of C in registers. kCols is two AVX2 vectors (16
-// floats or 8 doubles) and kRows = 6, so the 12 accumulators, 2 B vectors and 1 broadcast A value
-// fit the 16 ymm registers.
-template <typename Acc>
-struct TileShape {
-  static constexpr int kRows = 6;
-  static constexpr int kCols = 64 / sizeof(Acc);
+// The tile of C a micro-kernel keeps in registers: kRows x kCols. Each ISA's kernel set
+// (cpu/kernels.h) has its own.
+template <int ROWS, int COLS>
+struct RegisterTile {
+  static constexpr int kRows = ROWS, kCols = COLS;
 };
 
 // Whether offsets[k] == offsets[0] + k * stride for every k, none negative.
@@ -175,11 +173,11 @@ using MicroKernel = void (*)(int64_t depth, const Acc* a, int64_t a_line_stride,
                              const Acc* partial, Acc* c, int64_t c_row_stride);
 
 // Plain loops; the compiler vectorises the column loop for the baseline ISA.
-template <typename Acc>
+template <typename Acc, class Tile>
 void micro_kernel_portable(int64_t depth, const Acc* a, int64_t a_line_stride,
                            int64_t a_depth_stride, const Acc* b, int64_t b_depth_stride,
                            const Acc* partial, Acc* c, int64_t c_row_stride) {
-  constexpr int kRows = TileShape<Acc>::kRows, kCols = TileShape<Acc>::kCols;
+  constexpr int kRows = Tile::kRows, kCols = Tile::kCols;
   Acc acc[kRows][kCols];
   for (int i = 0; i < kRows; ++i) {
     for (int j = 0; j < kCols; ++j)
@@ -206,36 +204,37 @@ struct TileDestination {
   int64_t row_stride = 0;
 };
 
-// Cache blocking, sized for 32 KiB of L1d and 512 KiB of L2 per core (Zen 3, Skylake and later):
+// Cache blocking of a kernel set whose register tile is Tile, sized for 32 KiB of L1d and 512 KiB
+// of L2 per core (Zen 3, Skylake and later) with a 6 x 64-byte tile:
 //  - kDepth steps of one B panel (16 KiB) stay in L1 while every A panel of the block streams past;
 //  - an A block of kRowPanels panels over kDepth steps (144 KiB) stays in L2 across the B panels;
 //  - kColPanels bounds the B panels that share one pass over the A block, and so the accumulator
 //    buffer that carries tiles from one depth block to the next.
-template <typename Acc>
+template <typename Acc, class Tile, int64_t DEPTH = 1024 / sizeof(Acc), int64_t ROW_PANELS = 24,
+          int64_t COL_PANELS = 16>
 struct Blocking {
-  static constexpr int64_t kDepth = 1024 / sizeof(Acc);
-  static constexpr int64_t kRowPanels = 24;
-  static constexpr int64_t kColPanels = 16;
-  static constexpr int64_t kAccumulatorSize =
-      kRowPanels * kColPanels * TileShape<Acc>::kRows * TileShape<Acc>::kCols;
+  static constexpr int64_t kDepth = DEPTH;
+  static constexpr int64_t kRowPanels = ROW_PANELS;
+  static constexpr int64_t kColPanels = COL_PANELS;
+  static constexpr int64_t kAccumulatorSize = kRowPanels * kColPanels * Tile::kRows * Tile::kCols;
 };
 
-// C = A . B for packed operands: a holds panels of kRows lines, b panels of kCols contiguous
-// lines (not in rows), each over the full `depth`. For each tile of C, once its sum is complete,
-// the micro-kernel writes it to destination(a_panel, b_panel) (see TileDestination) and then
+// C = A . B for packed operands, with the micro-kernel and blocking of kernel set K (cpu/kernels.h):
+// a holds panels of K::Tile::kRows lines, b panels of K::Tile::kCols contiguous lines (not in
+// rows), each over the full `depth`. For each tile of C, once its sum is complete, the micro-kernel
+// writes it to destination(a_panel, b_panel) (see TileDestination) and then
 // finish(written, direct, a_panel, b_panel) runs: `written` is where the tile went, `direct`
 // whether that is the destination rather than the accumulator buffer.
-// `accumulators` holds Blocking<Acc>::kAccumulatorSize values.
+// `accumulators` holds K::Blocking::kAccumulatorSize values.
 //
 // The order of the sums does not depend on anything but the operand sizes, so results are
 // reproducible bit for bit for a given micro-kernel.
-template <typename Acc, typename Destination, typename Finish>
-void gemm_packed(const Panels<Acc>& a, const Panels<Acc>& b, int64_t depth,
-                 MicroKernel<Acc> micro_kernel, Acc* accumulators, const Destination& destination,
-                 const Finish& finish) {
-  using Block = Blocking<Acc>;
-  constexpr int64_t kCols = TileShape<Acc>::kCols;
-  constexpr int64_t kTileSize = TileShape<Acc>::kRows * kCols;
+template <class K, typename Acc, typename Destination, typename Finish>
+void gemm_packed(const Panels<Acc>& a, const Panels<Acc>& b, int64_t depth, Acc* accumulators,
+                 const Destination& destination, const Finish& finish) {
+  using Block = typename K::Blocking;
+  constexpr int64_t kCols = K::Tile::kCols;
+  constexpr int64_t kTileSize = K::Tile::kRows * kCols;
   // With a single depth block each tile is finished at once, so one slot of the buffer serves all
   // tiles and stays in L1. An empty reduction still runs one block, to write zero tiles.
   const bool single_depth_block = depth <= Block::kDepth;
@@ -257,8 +256,8 @@ void gemm_packed(const Panels<Acc>& a, const Panels<Acc>& b, int64_t depth,
             if (last) out = destination(ap, bp);
             const bool direct = out.data != nullptr;
             if (!direct) out = {buffered, kCols};
-            micro_kernel(steps, a.at(ap, k0), a.line_stride, a.depth_stride, b.at(bp, k0),
-                         b.depth_stride, kb > 0 ? buffered : nullptr, out.data, out.row_stride);
+            K::micro_kernel(steps, a.at(ap, k0), a.line_stride, a.depth_stride, b.at(bp, k0),
+                            b.depth_stride, kb > 0 ? buffered : nullptr, out.data, out.row_stride);
             if (last) finish(out, direct, ap, bp);
           }
         }

@@ -1,19 +1,16 @@
 // The CPU ops as channel GEMMs over pixels (gemm.h): operand offsets per layout, threading with
-// at::parallel_for, the deterministic reduction of backward_weight, and the run-time choice
-// between the AVX2 and the portable kernels.
+// at::parallel_for and the deterministic reduction of backward_weight, each driver instantiated
+// for every ISA's kernel set (cpu/kernels.h) and run with the selected one.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <c10/core/CPUAllocator.h>
 
-#include <atomic>
 #include <type_traits>
 #include <vector>
 
-#include "cpu/avx2_kernels.h"
 #include "cpu/cpu_kernels.h"
-#include "cpu/epilogue.h"
-#include "cpu/gemm.h"
+#include "cpu/kernels.h"
 
 #if AT_PARALLEL_OPENMP && !defined(_OPENMP)
 // at::parallel_for is inline OpenMP code, compiled here: without -fopenmp it quietly runs serially.
@@ -21,43 +18,6 @@
 #endif
 
 namespace pointwise::cpu {
-
-bool avx2_compiled() {
-#ifdef POINTWISE_CPU_AVX2
-  return true;
-#else
-  return false;
-#endif
-}
-
-bool avx2_supported() {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
-}
-
-namespace {
-
-std::atomic<bool>& avx2_switch() {
-  static std::atomic<bool> enabled(avx2_compiled() && avx2_supported());
-  return enabled;
-}
-
-}  // namespace
-
-void set_avx2_enabled(bool enabled) {
-  TORCH_CHECK(!enabled || avx2_compiled(),
-              "pointwise_cuda: cannot enable the AVX2 CPU kernels, this build left them out "
-              "(built with POINTWISE_CUDA_NO_AVX2=1, or not for x86 with GCC/Clang)");
-  TORCH_CHECK(!enabled || avx2_supported(),
-              "pointwise_cuda: cannot enable the AVX2 CPU kernels, this CPU lacks AVX2 or FMA");
-  avx2_switch().store(enabled);
-}
-
-bool avx2_enabled() { return avx2_switch().load(); }
-
 namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -67,28 +27,6 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t grain_for(int64_t work_per_unit) {
   constexpr int64_t kMinWorkPerThread = int64_t{1} << 17;
   return std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, work_per_unit));
-}
-
-template <typename Acc>
-struct Kernels {
-  MicroKernel<Acc> micro_kernel = micro_kernel_portable<Acc>;
-  ActivationKernel<Acc> activate = activate_portable<Acc>;
-  InPlaceFinisher<Acc> finish_in_place = nullptr;
-};
-
-template <typename Acc>
-Kernels<Acc> selected_kernels() {
-  Kernels<Acc> kernels;
-#ifdef POINTWISE_CPU_AVX2
-  if (avx2_enabled()) {
-    kernels.micro_kernel = micro_kernel_avx2;
-    if constexpr (std::is_same_v<Acc, float>) {
-      kernels.activate = activate_avx2;
-      kernels.finish_in_place = finish_in_place_avx2;
-    }
-  }
-#endif
-  return kernels;
 }
 
 // An uninitialised array from the CPU allocator, which aligns it to 64 bytes.
@@ -199,17 +137,16 @@ void pack_weights(const PixelGemm<T>& pg, const Panels<Acc>& packed) {
 
 // Pixels go on the side of the tile that is contiguous in memory: columns (the vector dimension)
 // for NCHW, where a channel's pixels are consecutive, and rows for NHWC, whose channels are.
-template <typename T, bool kPixelsAreColumns>
+template <class K, typename T, bool kPixelsAreColumns>
 void run_pixel_gemm(const PixelGemm<T>& pg) {
   using Acc = at::opmath_type<T>;
-  using Shape = TileShape<Acc>;
-  using Block = Blocking<Acc>;
+  using Shape = typename K::Tile;
+  using Block = typename K::Blocking;
   constexpr int kPixelWidth = kPixelsAreColumns ? Shape::kCols : Shape::kRows;
   constexpr int kChannelWidth = kPixelsAreColumns ? Shape::kRows : Shape::kCols;
   // A task packs (or reads in place) one cache block of pixel panels over the full depth and runs
   // it against all the group's channels, so each input pixel is read from memory once.
   constexpr int64_t kTaskPanels = kPixelsAreColumns ? Block::kColPanels : Block::kRowPanels;
-  const Kernels<Acc> kernels = selected_kernels<Acc>();
 
   const int64_t channel_panels = ceil_div(pg.channels, kChannelWidth);
   const int64_t group_channels = channel_panels * kChannelWidth;  // padded to whole panels
@@ -238,8 +175,7 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
   epilogue.bias_on_rows = kPixelsAreColumns;
   epilogue.residual = pg.residual;
   epilogue.activation = pg.activation;
-  epilogue.activate = kernels.activate;
-  epilogue.finish_in_place = kernels.finish_in_place;
+  epilogue.finish_in_place = K::finish_in_place;
 
   const int64_t pixel_panels = ceil_div(pg.pixels, kPixelWidth);
   const int64_t work_per_panel = kPixelWidth * pg.depth * pg.channels;
@@ -297,35 +233,35 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
                                      : group_channel_offsets + b_panel * kChannelWidth;
           };
           auto destination = [&](int64_t a_panel, int64_t b_panel) {
-            return direct_destination<Acc>(pg.dst, tile_rows(a_panel), tile_cols(b_panel));
+            return direct_destination<Shape, Acc>(pg.dst, tile_rows(a_panel), tile_cols(b_panel));
           };
           auto finish = [&](const TileDestination<Acc>& written, bool direct, int64_t a_panel,
                             int64_t b_panel) {
             const int64_t channel_panel = kPixelsAreColumns ? a_panel : b_panel;
             const Acc* tile_bias =
                 group_bias != nullptr ? group_bias + channel_panel * kChannelWidth : nullptr;
-            finish_tile(written, direct, tile_rows(a_panel), tile_cols(b_panel), tile_bias,
-                        epilogue, pg.dst);
+            finish_tile<Shape>(written, direct, tile_rows(a_panel), tile_cols(b_panel), tile_bias,
+                               epilogue, pg.dst);
           };
           if constexpr (kPixelsAreColumns) {
-            gemm_packed(group_weights, pixels, pg.depth, kernels.micro_kernel, accumulators.get(),
-                        destination, finish);
+            gemm_packed<K>(group_weights, pixels, pg.depth, accumulators.get(), destination, finish);
           } else {
-            gemm_packed(pixels, group_weights, pg.depth, kernels.micro_kernel, accumulators.get(),
-                        destination, finish);
+            gemm_packed<K>(pixels, group_weights, pg.depth, accumulators.get(), destination, finish);
           }
           unit += panels;
         }
       });
 }
 
+// With the selected ISA's kernel set; pixels as rows for NHWC, as columns for NCHW.
 template <typename T>
 void run_pixel_gemm(const PixelGemm<T>& pg, bool channels_last) {
-  if (channels_last) {
-    run_pixel_gemm<T, false>(pg);
-  } else {
-    run_pixel_gemm<T, true>(pg);
-  }
+  dispatch_isa([&](auto isa) {
+    using K = KernelSet<decltype(isa)::value, at::opmath_type<T>>;
+    dispatch_bool(!channels_last, [&](auto pixels_are_columns) {
+      run_pixel_gemm<K, T, decltype(pixels_are_columns)::value>(pg);
+    });
+  });
 }
 
 template <typename T>
@@ -391,13 +327,12 @@ struct WeightGradOperand {
 
 // grad_weight[c_out][c_in] = sum over pixels of grad_output(q, c_out) * input(q, c_in): a GEMM
 // whose depth is the pixels, cut into chunks whose partial sums are reduced in a fixed order.
-template <typename T>
+template <class K, typename T>
 void backward_weight_typed(const BackwardWeightArgs& args) {
   using Acc = at::opmath_type<T>;
-  using Shape = TileShape<Acc>;
-  using Block = Blocking<Acc>;
+  using Shape = typename K::Tile;
+  using Block = typename K::Blocking;
   const ConvGeometry& g = args.geometry;
-  const Kernels<Acc> kernels = selected_kernels<Acc>();
   const int64_t in_channels = g.in_channels_per_group(), out_channels = g.out_channels_per_group();
   const WeightGradOperand<T> grad_output{args.grad_output.const_data_ptr<T>(),
                                          activation_index(g, g.out_channels, /*input_grid=*/false),
@@ -484,16 +419,16 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
           Acc* partial = chunk_sums(c) + group * group_weight_size;
           const TileEpilogue<Acc, T> plain;
           const Acc* no_bias = nullptr;
-          gemm_packed(
-              a, b, depth, kernels.micro_kernel, accumulators.get(),
+          gemm_packed<K>(
+              a, b, depth, accumulators.get(),
               [&](int64_t a_panel, int64_t b_panel) {
-                return direct_destination<Acc>(partial, rows.data() + a_panel * Shape::kRows,
-                                               cols.data() + b_panel * Shape::kCols);
+                return direct_destination<Shape, Acc>(partial, rows.data() + a_panel * Shape::kRows,
+                                                      cols.data() + b_panel * Shape::kCols);
               },
               [&](const TileDestination<Acc>& written, bool direct, int64_t a_panel,
                   int64_t b_panel) {
-                finish_tile(written, direct, rows.data() + a_panel * Shape::kRows,
-                            cols.data() + b_panel * Shape::kCols, no_bias, plain, partial);
+                finish_tile<Shape>(written, direct, rows.data() + a_panel * Shape::kRows,
+                                   cols.data() + b_panel * Shape::kCols, no_bias, plain, partial);
               });
         }
       });
@@ -524,8 +459,12 @@ void backward_input(const BackwardInputArgs& args) {
 
 void backward_weight(const BackwardWeightArgs& args) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.input.scalar_type(),
-                                  "pointwise_cpu_backward_weight",
-                                  [&] { backward_weight_typed<scalar_t>(args); });
+                                  "pointwise_cpu_backward_weight", [&] {
+                                    dispatch_isa([&](auto isa) {
+                                      using K = KernelSet<decltype(isa)::value, at::opmath_type<scalar_t>>;
+                                      backward_weight_typed<K, scalar_t>(args);
+                                    });
+                                  });
 }
 
 }  // namespace pointwise::cpu

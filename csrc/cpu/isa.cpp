@@ -1,0 +1,90 @@
+// Which CPU kernel set runs (isa.h).
+#include "cpu/isa.h"
+
+#include <c10/util/Exception.h>
+
+#include <atomic>
+#include <cstdlib>
+
+namespace pointwise::cpu {
+namespace {
+
+Isa parse_isa(const std::string& name, const char* source) {
+  for (int i = 0; i < kIsaCount; ++i) {
+    if (name == kIsaNames[i]) return static_cast<Isa>(i);
+  }
+  std::string known;
+  for (int i = 0; i < kIsaCount; ++i) known += std::string(i ? ", " : "") + kIsaNames[i];
+  TORCH_CHECK_VALUE(false, source, " must be one of ", known, "; got '", name, "'");
+}
+
+Isa capped_detected_isa() {
+  const Isa detected = detected_isa();
+  const std::string cap = isa_cap();
+  if (cap.empty()) return detected;
+  const Isa most = parse_isa(cap, "POINTWISE_CPU_ISA");
+  return static_cast<int>(most) < static_cast<int>(detected) ? most : detected;
+}
+
+std::atomic<int>& selected() {
+  static std::atomic<int> isa(static_cast<int>(capped_detected_isa()));
+  return isa;
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) { return kIsaNames[static_cast<int>(isa)]; }
+
+bool isa_compiled(Isa isa) {
+  switch (isa) {
+    case Isa::kPortable: return true;
+    case Isa::kAvx2:
+#ifdef POINTWISE_CPU_AVX2
+      return true;
+#else
+      return false;
+#endif
+  }
+  return false;
+}
+
+bool isa_supported(Isa isa) {
+  switch (isa) {
+    case Isa::kPortable: return true;
+    case Isa::kAvx2:
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+      // libgcc's cpuid checks include the OS's saving of the ymm registers (xgetbv).
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+      return false;
+#endif
+  }
+  return false;
+}
+
+Isa detected_isa() {
+  for (int i = kIsaCount - 1; i > 0; --i) {
+    const Isa isa = static_cast<Isa>(i);
+    if (isa_compiled(isa) && isa_supported(isa)) return isa;
+  }
+  return Isa::kPortable;
+}
+
+Isa selected_isa() { return static_cast<Isa>(selected().load(std::memory_order_relaxed)); }
+
+void set_isa(const std::string& name) {
+  const Isa isa = parse_isa(name, "the CPU ISA");
+  TORCH_CHECK(isa_compiled(isa), "pointwise_cuda: cannot run the ", name,
+              " CPU kernels: this build left them out (built with POINTWISE_CUDA_NO_AVX2=1, or not for x86 "
+              "with GCC or Clang)");
+  TORCH_CHECK(isa_supported(isa), "pointwise_cuda: cannot run the ", name, " CPU kernels: this CPU lacks ",
+              kIsaFlags[static_cast<int>(isa)]);
+  selected().store(static_cast<int>(isa), std::memory_order_relaxed);
+}
+
+std::string isa_cap() {
+  const char* cap = std::getenv("POINTWISE_CPU_ISA");
+  return cap != nullptr ? cap : "";
+}
+
+}  // namespace pointwise::cpu

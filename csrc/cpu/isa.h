@@ -1,0 +1,40 @@
+// The instruction sets the CPU kernels have kernel sets for (cpu/kernels.h), which of them this
+// build holds and this CPU runs, and which one runs: the best of those, capped by the
+// POINTWISE_CPU_ISA environment variable (as oneDNN's ONEDNN_MAX_CPU_ISA caps oneDNN) or, for
+// tests, by set_isa.
+#pragma once
+
+#include <string>
+
+// The x86 kernel sets are built with GCC or Clang for x86 (per-function target attributes), unless
+// the build leaves them out (POINTWISE_CUDA_NO_AVX2=1 in setup.py).
+#if defined(POINTWISE_WITH_AVX2) && (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define POINTWISE_CPU_AVX2 1
+#endif
+
+namespace pointwise::cpu {
+
+// Ordered: each ISA's kernel set falls back to the one below for what it does not improve.
+enum class Isa : int { kPortable = 0, kAvx2 };
+inline constexpr const char* kIsaNames[] = {"portable", "avx2"};
+// The /proc/cpuinfo flags each needs, for messages and skipped tests.
+inline constexpr const char* kIsaFlags[] = {"", "avx2 fma"};
+inline constexpr int kIsaCount = sizeof(kIsaNames) / sizeof(kIsaNames[0]);
+
+const char* isa_name(Isa isa);
+// Built into this library (POINTWISE_CUDA_NO_AVX2 and non-x86 builds leave the x86 sets out).
+bool isa_compiled(Isa isa);
+// Run by this CPU: cpuid says so, and the OS saves the registers the ISA uses.
+bool isa_supported(Isa isa);
+// The best ISA compiled and supported.
+Isa detected_isa();
+// What the ops run: detected_isa(), capped by POINTWISE_CPU_ISA when that is set (read once;
+// an unknown name fails the first call with the names allowed), or what set_isa chose.
+Isa selected_isa();
+// Runs `name` from now on (tests run every path a machine has this way); raises where the build
+// lacks it or the CPU cannot run it, naming which.
+void set_isa(const std::string& name);
+// The value of POINTWISE_CPU_ISA, or "" when unset.
+std::string isa_cap();
+
+}  // namespace pointwise::cpu
