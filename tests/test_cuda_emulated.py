@@ -18,6 +18,8 @@ import torch.nn.functional as F
 import emulator
 from reference import (
     ACTIVATIONS,
+    SPECIAL_VALUES,
+    assert_activation_matches_torch,
     CASES,
     SPLIT_CASES,
     TF32_TOL,
@@ -154,6 +156,38 @@ def test_split_channel_reductions(emu, case, dtype_name, layout):
     (gemm_grid, _, _), (_, _, finishing_smem) = launches[op]
     assert gemm_grid[2] > case.groups, f"{op}: the GEMM was not split"
     assert finishing_smem == 0, f"{op}: no kernel added the split partials"
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype_name", ["f64", "f32", "tf32", "f16", "bf16"])
+@pytest.mark.parametrize("activation", ACTIVATIONS[1:])
+@pytest.mark.parametrize("path", ["conv", "residual", "split"])
+def test_special_values(emu, path, activation, dtype_name, layout):
+    """NaN, infinities and the far tails through every activation, as torch's own activations treat
+    them, in every CUDA store path: z from the GEMM itself (one input channel, a weight of 1; not
+    under TF32, which rounds the input), or from the residual (zero weights) stored by the GEMM or,
+    with 512 input channels and few output tiles, by the kernel that adds the split partials."""
+    dtype, tf32, tol = DTYPES[dtype_name]
+    if path == "conv" and tf32:
+        pytest.skip("TF32 rounds the input that the conv path passes through")
+    torch.backends.cudnn.allow_tf32 = tf32
+    n, h, w, c_out = 3, 7, 11, 5
+    c_in = {"conv": 1, "residual": 3, "split": 512}[path]
+    values = torch.tensor(SPECIAL_VALUES, dtype=torch.float64).to(dtype)
+    z = values.repeat(n * h * w * c_out // len(values) + 1)[: n * h * w * c_out].reshape(n, c_out, h, w)
+    x = _tensor((n, c_in, h, w), layout, dtype)
+    if path == "conv":
+        x.copy_(z[:, :1])
+        z = z[:, :1].expand(n, c_out, h, w)
+        weight, residual = torch.ones(c_out, 1, 1, 1, dtype=dtype), None
+    else:
+        weight = torch.zeros(c_out, c_in, 1, 1, dtype=dtype)
+        residual = _tensor((n, c_out, h, w), layout, dtype)
+        residual.copy_(z)
+    emu.clear_launches()
+    out = emu.conv_forward(x, weight, None, residual, [1, 1], [0, 0], 1, activation)
+    assert (len(emu.launches()) == 2) == (path == "split"), f"the {path} path ran {emu.launches()}"
+    assert_activation_matches_torch(out, z, activation, tol, f"{activation} ({path}, {dtype_name}, {layout})")
 
 
 # m and n over 64 and at least 8 tiles of 128 x 128: the large tile on the 4-SM GPU.

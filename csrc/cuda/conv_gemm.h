@@ -1,42 +1,17 @@
-// The three convolutions as channel GEMMs (gemm_problem.h): the problem each op describes, the tile
-// shape and split-K it picks, and the launches of gemm_launch.h. Device-independent host code, so
-// that the same planning runs on a GPU (ops_cuda.cpp) and on the CPU emulator of the tests
-// (tests/emulator/), which runs the kernels of gemm.cuh there.
+// The three convolutions as channel GEMMs (gemm_problem.h) and their runs: the problem each op
+// describes, its plan (cuda/plan.h, or autotuning's), the split workspace, and the launches of
+// gemm_launch.h. Device-independent host code, so that the same runs happen on a GPU
+// (ops_cuda.cpp) and on the CPU emulator of the tests (tests/emulator/), which runs the kernels
+// of gemm.cuh there.
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include <cstdint>
-#include <functional>
-#include <string>
-
 #include "conv_args.h"
-#include "cuda/gemm_problem.h"
+#include "cuda/device.h"
+#include "cuda/plan.h"
 
 namespace pointwise::cuda {
-
-// How one GEMM runs: its block tile, and how many chunks its K range is cut into (1: not split).
-struct Plan {
-  TileShape tile = TileShape::kLarge;
-  int32_t splits = 1;
-};
-
-// "<tile> x<splits>", as autotuning reports it: "large x1", "medium x4", "narrow_m x1", "narrow_n x1".
-std::string plan_name(const Plan& plan);
-
-// The device the kernels run on, as the planning needs it.
-struct Device {
-  int index = 0;
-  int multiprocessors = 0;
-  cudaStream_t stream = nullptr;
-  // Autotuning (autotune.h) on: each problem runs the plan timed fastest for it.
-  bool autotune = false;
-  // Runs `launches` (one plan of one GEMM) and sets `ms` to its time on the stream. Empty where
-  // nothing may be timed (a stream being captured into a CUDA graph): a problem not tuned yet then
-  // runs the heuristic's plan, and is tuned at a later call. The GPU's timer ignores `plan`; the
-  // emulator's tests rank plans by it.
-  std::function<cudaError_t(const Plan& plan, const std::function<cudaError_t()>& launches, double& ms)> time;
-};
 
 // Each returns the first launch error. User errors (sizes past the kernels' limits) raise before
 // any launch.

@@ -2,6 +2,7 @@
 #include "cuda/gemm_launch.cuh"
 
 namespace pointwise::cuda {
-template cudaError_t launch_gemm<Math::kSimt, float>(const GemmProblem&, TileShape, Reduction, cudaStream_t);
+template cudaError_t launch_gemm<Math::kSimt, float>(const GemmProblem&, BlockTile, Reduction, bool, cudaStream_t);
+template size_t gemm_smem_bytes<Math::kSimt, float>(BlockTile, Reduction, bool);
 template cudaError_t launch_finish_splits<float>(const GemmProblem&, const void*, cudaStream_t);
 }  // namespace pointwise::cuda

@@ -7,21 +7,38 @@
 
 #include "cuda/gemm.cuh"
 #include "cuda/gemm_launch.h"
+#include "dispatch.h"
 
 namespace pointwise::cuda {
 
-template <class Cfg>
-constexpr bool extent_matches(TileShape shape) {
-  return tile_extent(shape).m == Cfg::BM && tile_extent(shape).n == Cfg::BN;
-}
-static_assert(extent_matches<LargeTile>(TileShape::kLarge) && extent_matches<MediumTile>(TileShape::kMedium) &&
-                  extent_matches<NarrowMTile>(TileShape::kNarrowM) && extent_matches<NarrowNTile>(TileShape::kNarrowN),
-              "tile_extent (gemm_problem.h) must describe the TileConfigs of gemm.cuh");
+template <BlockTile TILE> struct TileConfigOf;
+template <> struct TileConfigOf<BlockTile::kLarge> { using type = LargeTile; };
+template <> struct TileConfigOf<BlockTile::kMedium> { using type = MediumTile; };
+template <> struct TileConfigOf<BlockTile::kNarrowM> { using type = NarrowMTile; };
+template <> struct TileConfigOf<BlockTile::kNarrowN> { using type = NarrowNTile; };
+template <> struct TileConfigOf<BlockTile::kDouble> { using type = DoubleTile; };
 
-template <Math MATH, typename T, typename OutT, class Cfg, bool A_K, bool B_K, Reduction R>
+template <BlockTile TILE>
+constexpr bool extent_matches() {
+  using Cfg = typename TileConfigOf<TILE>::type;
+  return tile_extent(TILE).m == Cfg::BM && tile_extent(TILE).n == Cfg::BN;
+}
+static_assert(extent_matches<BlockTile::kLarge>() && extent_matches<BlockTile::kMedium>() &&
+                  extent_matches<BlockTile::kNarrowM>() && extent_matches<BlockTile::kNarrowN>() &&
+                  extent_matches<BlockTile::kDouble>(),
+              "tile_extent (gemm_problem.h) must describe the TileConfigs of gemm_mainloop.cuh");
+
+// The least shared memory a block may opt into on the GPUs we build for: 99 KB on sm_86, sm_89 and
+// sm_120 (163 KB on sm_80, 227 KB on sm_90). The plans fall back to the medium tile where the
+// large one does not fit, so the medium one must fit everywhere.
+constexpr size_t kLeastBlockSmem = 99 * 1024;
+
+template <Math MATH, typename T, class Cfg, bool A_K, bool B_K, Reduction R, bool PARTIALS>
 cudaError_t launch_tile(const GemmProblem& p, cudaStream_t stream) {
-  using Kernel = GemmKernel<MATH, T, OutT, Cfg, A_K, B_K, R>;
-  auto* kernel = &pointwise_gemm_kernel<MATH, T, OutT, Cfg, A_K, B_K, R>;
+  using Kernel = GemmKernel<MATH, T, Cfg, A_K, B_K, R, PARTIALS>;
+  auto* kernel = &pointwise_gemm_kernel<MATH, T, Cfg, A_K, B_K, R, PARTIALS>;
+  static_assert(!std::is_same_v<Cfg, MediumTile> || Kernel::kSmemBytes <= kLeastBlockSmem,
+                "the medium tile must fit any GPU's shared memory");
   // Shared memory beyond 48 KB must be opted into, once per kernel and device.
   static std::atomic<bool> configured[64];
   int device = 0;
@@ -38,110 +55,65 @@ cudaError_t launch_tile(const GemmProblem& p, cudaStream_t stream) {
   return launch_kernel(kernel, grid, dim3(Cfg::kThreads), Kernel::smem_bytes(k_tiles), stream, p);
 }
 
-template <Math MATH, typename T, class Cfg, Reduction R, bool PARTIALS>
-cudaError_t launch_oriented(const GemmProblem& p, cudaStream_t stream) {
-  using OutT = std::conditional_t<PARTIALS, typename AccumulatorOf<T>::type, T>;
-  // Orientations in use: forward NCHW (k, n) and NHWC (k, k); grad-input NCHW (m, n) and NHWC
-  // (m, k); grad-weight (the reduction over pixels) NCHW (k, k) and NHWC (m, n).
-  if (p.a_k_contiguous && p.b_k_contiguous) return launch_tile<MATH, T, OutT, Cfg, true, true, R>(p, stream);
-  if (!p.a_k_contiguous && !p.b_k_contiguous) return launch_tile<MATH, T, OutT, Cfg, false, false, R>(p, stream);
-  if constexpr (R == Reduction::kChannels) {
-    if (p.a_k_contiguous) return launch_tile<MATH, T, OutT, Cfg, true, false, R>(p, stream);
-    return launch_tile<MATH, T, OutT, Cfg, false, true, R>(p, stream);
+// f(std::integral_constant<bool, a_k>{}, std::integral_constant<bool, b_k>{}) for the orientations
+// in use: forward NCHW (k, n) and NHWC (k, k); grad-input NCHW (m, n) and NHWC (m, k); grad-weight
+// (the reduction over pixels) NCHW (k, k) and NHWC (m, n): there A and B always agree.
+template <Reduction R, typename F>
+cudaError_t dispatch_orientation(const GemmProblem& p, F&& f) {
+  if constexpr (R == Reduction::kPixels) {
+    if (p.a_k_contiguous != p.b_k_contiguous) return cudaErrorInvalidValue;
+    return dispatch_bool(p.a_k_contiguous, [&](auto k) { return f(k, k); });
+  } else {
+    return dispatch_bool(p.a_k_contiguous, [&](auto a_k) {
+      return dispatch_bool(p.b_k_contiguous, [&](auto b_k) { return f(a_k, b_k); });
+    });
   }
-  return cudaErrorNotSupported;
 }
 
-// The most shared memory a block of this kernel asks for, over the four orientations.
-template <Math MATH, typename T, typename OutT, class Cfg, Reduction R>
-constexpr size_t smem_bytes() {
-  return std::max({GemmKernel<MATH, T, OutT, Cfg, true, true, R>::kSmemBytes,
-                   GemmKernel<MATH, T, OutT, Cfg, true, false, R>::kSmemBytes,
-                   GemmKernel<MATH, T, OutT, Cfg, false, true, R>::kSmemBytes,
-                   GemmKernel<MATH, T, OutT, Cfg, false, false, R>::kSmemBytes});
-}
-
-// The least shared memory a block may opt into on the GPUs we build for: 99 KB on sm_86, sm_89 and
-// sm_120 (163 KB on sm_80, 227 KB on sm_90).
-constexpr size_t kLeastBlockSmem = 99 * 1024;
-
-// What a block may opt into on the current device (cached per device).
-inline size_t block_smem_limit() {
-  static std::atomic<int> cached[64];
-  int device = 0;
-  if (current_device(device) != cudaSuccess || device >= 64) return kLeastBlockSmem;
-  int bytes = cached[device].load(std::memory_order_relaxed);
-  if (bytes == 0) {
-    if (block_smem_optin(bytes, device) != cudaSuccess) return kLeastBlockSmem;
-    cached[device].store(bytes, std::memory_order_relaxed);
-  }
-  return static_cast<size_t>(bytes);
-}
-
-// The large tile, or the medium one on a device that grants a block less shared memory than the
-// large tile needs (4-byte elements on sm_86 / sm_89 / sm_120).
-template <Math MATH, typename T, Reduction R, bool PARTIALS>
-cudaError_t launch_large(const GemmProblem& p, cudaStream_t stream) {
-  using OutT = std::conditional_t<PARTIALS, typename AccumulatorOf<T>::type, T>;
-  static_assert(smem_bytes<MATH, T, OutT, MediumTile, R>() <= kLeastBlockSmem, "the medium tile must fit anywhere");
-  if constexpr (smem_bytes<MATH, T, OutT, LargeTile, R>() > kLeastBlockSmem) {
-    if (smem_bytes<MATH, T, OutT, LargeTile, R>() > block_smem_limit())
-      return launch_oriented<MATH, T, MediumTile, R, PARTIALS>(p, stream);
-  }
-  return launch_oriented<MATH, T, LargeTile, R, PARTIALS>(p, stream);
+// f(tile, reduction, partials) as integral constants, for a combination with kernels only; the
+// value `otherwise` where there are none.
+template <typename T, typename Result, typename F>
+Result dispatch_kernels(BlockTile tile, Reduction reduction, bool partials, Result otherwise, F&& f) {
+  return dispatch_enum<BlockTile, kBlockTileCount>(tile, [&](auto t) {
+    constexpr BlockTile TILE = decltype(t)::value;
+    return dispatch_enum<Reduction, 2>(reduction, [&](auto r) {
+      constexpr Reduction R = decltype(r)::value;
+      return dispatch_bool(partials, [&](auto with_partials) -> Result {
+        constexpr bool PARTIALS = decltype(with_partials)::value;
+        if constexpr (tile_instantiated(TILE, std::is_same_v<T, double>, R, PARTIALS)) {
+          return f(std::integral_constant<BlockTile, TILE>{}, std::integral_constant<Reduction, R>{},
+                   std::integral_constant<bool, PARTIALS>{});
+        } else {
+          return otherwise;
+        }
+      });
+    });
+  });
 }
 
 template <Math MATH, typename T>
-cudaError_t launch_gemm(const GemmProblem& p, TileShape shape, Reduction reduction, cudaStream_t stream) {
-  if constexpr (std::is_same_v<T, double>) {  // one small tile for the float64 checks
-    if (reduction == Reduction::kPixels)
-      return launch_oriented<MATH, T, DoubleTile, Reduction::kPixels, true>(p, stream);
-    if (p.splits > 1) return launch_oriented<MATH, T, DoubleTile, Reduction::kChannels, true>(p, stream);
-    return launch_oriented<MATH, T, DoubleTile, Reduction::kChannels, false>(p, stream);
-  } else {
-    if (reduction == Reduction::kPixels) {
-      if (shape == TileShape::kMedium) return launch_oriented<MATH, T, MediumTile, Reduction::kPixels, true>(p, stream);
-      return launch_large<MATH, T, Reduction::kPixels, true>(p, stream);
-    }
-    if (p.splits > 1) return launch_oriented<MATH, T, MediumTile, Reduction::kChannels, true>(p, stream);
-    switch (shape) {
-      case TileShape::kMedium: return launch_oriented<MATH, T, MediumTile, Reduction::kChannels, false>(p, stream);
-      case TileShape::kNarrowM: return launch_oriented<MATH, T, NarrowMTile, Reduction::kChannels, false>(p, stream);
-      case TileShape::kNarrowN: return launch_oriented<MATH, T, NarrowNTile, Reduction::kChannels, false>(p, stream);
-      default: return launch_large<MATH, T, Reduction::kChannels, false>(p, stream);
-    }
-  }
+cudaError_t launch_gemm(const GemmProblem& p, BlockTile tile, Reduction reduction, bool partials, cudaStream_t stream) {
+  return dispatch_kernels<T>(tile, reduction, partials, cudaErrorInvalidValue, [&](auto t, auto r, auto with_partials) {
+    using Cfg = typename TileConfigOf<decltype(t)::value>::type;
+    constexpr Reduction R = decltype(r)::value;
+    constexpr bool PARTIALS = decltype(with_partials)::value;
+    return dispatch_orientation<R>(p, [&](auto a_k, auto b_k) {
+      return launch_tile<MATH, T, Cfg, decltype(a_k)::value, decltype(b_k)::value, R, PARTIALS>(p, stream);
+    });
+  });
 }
 
-template <typename T, typename Acc>
-__global__ void pointwise_finish_splits_kernel(const GemmProblem p, const Acc* __restrict__ partials) {
-  const int64_t per_group = int64_t(p.m) * p.n, count = per_group * p.groups;
-  const int32_t fast_len = p.c_m_contiguous ? p.m : p.n;
-  T* C = static_cast<T*>(const_cast<void*>(p.c.data));
-  const T* bias = static_cast<const T*>(p.bias);
-  const T* residual = static_cast<const T*>(p.residual);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x) {
-    Acc z = partials[i];
-    for (int32_t s = 1; s < p.splits; ++s) z += partials[s * count + i];
-    const int32_t group = static_cast<int32_t>(i / per_group);
-    const int64_t within = i - group * per_group;
-    const int32_t slow = static_cast<int32_t>(within / fast_len);
-    const int32_t fast = static_cast<int32_t>(within - int64_t(slow) * fast_len);
-    const int32_t m = p.c_m_contiguous ? fast : slow, n = p.c_m_contiguous ? slow : fast;
-    const int64_t row = p.c.rows.offset(m), col = p.c.cols.offset(n);
-    if (row < 0 || col < 0) continue;  // a pixel in the padding: no such output
-    const int64_t offset = group * p.c.group_stride + row + col;
-    if (bias) z += load_acc<Acc>(bias[int64_t(group) * p.m + m]);
-    if (residual) z += load_acc<Acc>(residual[offset]);
-    switch (p.activation) {
-      case 1: z = activate<1>(z); break;
-      case 2: z = activate<2>(z); break;
-      case 3: z = activate<3>(z); break;
-      case 4: z = activate<4>(z); break;
-      default: break;
-    }
-    C[offset] = from_acc<T>(z);
-  }
+template <Math MATH, typename T>
+size_t gemm_smem_bytes(BlockTile tile, Reduction reduction, bool partials) {
+  return dispatch_kernels<T>(tile, reduction, partials, size_t(0), [&](auto t, auto r, auto with_partials) {
+    using Cfg = typename TileConfigOf<decltype(t)::value>::type;
+    constexpr Reduction R = decltype(r)::value;
+    constexpr bool P = decltype(with_partials)::value;
+    return std::max({GemmKernel<MATH, T, Cfg, true, true, R, P>::kSmemBytes,
+                     GemmKernel<MATH, T, Cfg, true, false, R, P>::kSmemBytes,
+                     GemmKernel<MATH, T, Cfg, false, true, R, P>::kSmemBytes,
+                     GemmKernel<MATH, T, Cfg, false, false, R, P>::kSmemBytes});
+  });
 }
 
 template <typename T>
@@ -150,8 +122,11 @@ cudaError_t launch_finish_splits(const GemmProblem& p, const void* partials, cud
   const int threads = 256;
   const int64_t count = int64_t(p.groups) * p.m * p.n;
   const int64_t blocks = std::min<int64_t>((count + threads - 1) / threads, 4096);
-  return launch_kernel(&pointwise_finish_splits_kernel<T, Acc>, dim3(static_cast<unsigned>(blocks)), dim3(threads), 0,
-                       stream, p, static_cast<const Acc*>(partials));
+  return dispatch_activation(p.activation, [&](auto act) {
+    return launch_kernel(&pointwise_finish_splits_kernel<T, Acc, decltype(act)::value>,
+                         dim3(static_cast<unsigned>(blocks)), dim3(threads), 0, stream, p,
+                         static_cast<const Acc*>(partials));
+  });
 }
 
 }  // namespace pointwise::cuda

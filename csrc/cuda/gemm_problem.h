@@ -1,5 +1,6 @@
 // One channel GEMM, C[m, n] = sum_k A[m, k] * B[k, n] per group, described as plain data so that
-// the host code (ops_cuda.cpp, compiled without nvcc) and the kernels (gemm.cuh) share it.
+// the host code (conv_gemm.cpp and its planning, compiled without nvcc) and the kernels (gemm.cuh)
+// share it.
 //
 // Every operand dimension is either a channel dimension (offset = index * stride) or a pixel
 // dimension spanning all images of the batch (index = image * pixels + pixel of the GEMM's grid),
@@ -9,11 +10,7 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define POINTWISE_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define POINTWISE_HOST_DEVICE inline
-#endif
+#include "epilogue.h"
 
 namespace pointwise::cuda {
 
@@ -60,21 +57,37 @@ enum class Math { kSimt, kTf32, kMma16 };
 // the batch (gathered through the pixel map) and writes split-K partial sums in the accumulator type.
 enum class Reduction { kChannels, kPixels };
 
-// The block tile shapes (gemm.cuh): 128x128, 64x64, narrow in m (32x128), narrow in n (128x32).
-enum class TileShape { kLarge, kMedium, kNarrowM, kNarrowN };
+// The block tiles of the kernels (gemm.cuh's TileConfigs): 128x128, 64x64, narrow in m (32x128),
+// narrow in n (128x32), and float64's one small tile (32x32).
+enum class BlockTile { kLarge, kMedium, kNarrowM, kNarrowN, kDouble };
+inline constexpr int kBlockTileCount = 5;
+inline constexpr const char* kBlockTileNames[] = {"large", "medium", "narrow_m", "narrow_n", "double"};
 
-// A tile shape's extent in m and n, for the host's choices (gemm_launch.cuh checks it against the
+// A block tile's extent in m and n, for the host's plans (gemm_launch.cuh checks it against the
 // kernels' TileConfigs).
 struct TileExtent {
   int32_t m, n;
 };
-constexpr TileExtent tile_extent(TileShape shape) {
-  switch (shape) {
-    case TileShape::kMedium: return {64, 64};
-    case TileShape::kNarrowM: return {32, 128};
-    case TileShape::kNarrowN: return {128, 32};
+constexpr TileExtent tile_extent(BlockTile tile) {
+  switch (tile) {
+    case BlockTile::kMedium: return {64, 64};
+    case BlockTile::kNarrowM: return {32, 128};
+    case BlockTile::kNarrowN: return {128, 32};
+    case BlockTile::kDouble: return {32, 32};
     default: return {128, 128};
   }
+}
+
+// Whether the kernels exist for this tile (gemm_launch.cuh instantiates exactly these): float64
+// has only its own tile; the others have every tile for an unsplit channel reduction, the medium
+// one for a split channel reduction, the large and medium ones for a reduction over pixels.
+// `partials`: the GEMM writes split-K partial sums (gemm_launch.h), as every reduction over pixels does.
+constexpr bool tile_instantiated(BlockTile tile, bool is_double, Reduction reduction, bool partials) {
+  if (reduction == Reduction::kPixels && !partials) return false;
+  if (is_double) return tile == BlockTile::kDouble;
+  if (tile == BlockTile::kDouble) return false;
+  if (reduction == Reduction::kPixels) return tile == BlockTile::kLarge || tile == BlockTile::kMedium;
+  return !partials || tile == BlockTile::kMedium;
 }
 
 struct GemmProblem {
@@ -89,7 +102,7 @@ struct GemmProblem {
   bool b_k_contiguous = true;  // B's contiguous dimension is k (else n)
   const void* bias = nullptr;      // per m, offset by group * m; or null
   const void* residual = nullptr;  // indexed exactly as C; or null
-  int32_t activation = 0;          // pointwise::Activation
+  Activation activation = Activation::kNone;
 };
 
 }  // namespace pointwise::cuda

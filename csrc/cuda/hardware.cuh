@@ -96,11 +96,6 @@ __device__ __forceinline__ void mma_m16n8k16(float* d, const uint32_t* a, const 
 
 inline cudaError_t current_device(int& device) { return cudaGetDevice(&device); }
 
-// Shared memory a block of the current device may opt into.
-inline cudaError_t block_smem_optin(int& bytes, int device) {
-  return cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-}
-
 // Lets `kernel` launch with up to `bytes` of dynamic shared memory on the current device.
 template <typename... Params>
 cudaError_t set_max_dynamic_smem(void (*kernel)(Params...), size_t bytes) {

@@ -71,6 +71,8 @@ class DeviceScope {
                 "mma.sync); ", t.device(), " has ", major, ".", minor);
     device_.index = index;
     device_.multiprocessors = device_attribute(cudaDevAttrMultiProcessorCount, index);
+    device_.compute_capability = major * 10 + minor;
+    device_.smem_per_block = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, index);
     device_.stream = c10::cuda::getCurrentCUDAStream(index);
     device_.autotune = autotune::enabled();
     if (device_.autotune && !capturing(device_.stream)) {

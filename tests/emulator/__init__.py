@@ -56,7 +56,8 @@ def load(verbose=False):
         units.append(str(unit))
     sources = [str(HERE / "runtime.cpp"), str(HERE / "guarded_allocator.cpp"), str(HERE / "bindings.cpp"), str(REPO / "csrc" / "conv_args.cpp"),
                str(REPO / "csrc" / "autotune.cpp"),
-               str(REPO / "csrc" / "cuda" / "conv_gemm.cpp")] + units
+               str(REPO / "csrc" / "cuda" / "conv_gemm.cpp"), str(REPO / "csrc" / "cuda" / "plan.cpp"),
+               str(REPO / "csrc" / "cuda" / "operand_layout.cpp"), str(REPO / "csrc" / "cuda" / "gemm_autotune.cpp")] + units
     os.environ.setdefault("MAX_JOBS", "2")
     return torch.utils.cpp_extension.load(
         name="pointwise_emulator",

@@ -34,7 +34,10 @@ cudaError_t time_plan(const cuda::Plan& plan, const std::function<cudaError_t()>
 cuda::Device emulated_device() {
   cuda::Device device;
   device.index = emulator::current_device();
-  device.multiprocessors = emulator::device_spec(device.index).multiprocessors;
+  const emulator::DeviceSpec& spec = emulator::device_spec(device.index);
+  device.multiprocessors = spec.multiprocessors;
+  device.compute_capability = spec.compute_capability;
+  device.smem_per_block = static_cast<size_t>(spec.block_smem_optin);
   device.autotune = autotune::enabled();
   if (device.autotune) device.time = &time_plan;
   return device;

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 
 namespace pointwise::emulator {
 namespace {
@@ -20,10 +22,23 @@ struct Mapping {
   size_t bytes;
 };
 
-void unmap(void* context) {
-  auto* m = static_cast<Mapping*>(context);
-  munmap(m->base, m->bytes);
-  delete m;
+// Each allocation's mapping, by its data pointer: the data pointer is also the DataPtr's context,
+// as c10's raw_allocate requires (some CPU kernels, F.gelu's among them, allocate that way).
+std::mutex mappings_mutex;
+std::unordered_map<void*, Mapping>& mappings() {
+  static std::unordered_map<void*, Mapping> instance;
+  return instance;
+}
+
+void unmap(void* data) {
+  Mapping m;
+  {
+    const std::lock_guard<std::mutex> lock(mappings_mutex);
+    auto it = mappings().find(data);
+    m = it->second;
+    mappings().erase(it);
+  }
+  munmap(m.base, m.bytes);
 }
 
 struct GuardedAllocator final : c10::Allocator {
@@ -38,8 +53,13 @@ struct GuardedAllocator final : c10::Allocator {
                 "guarded allocator: mprotect failed");
     char* data = first + bytes - page - body;
     std::memset(data, 0xff, body);
-    return {data, new Mapping{base, bytes}, &unmap, c10::Device(c10::DeviceType::CPU)};
+    {
+      const std::lock_guard<std::mutex> lock(mappings_mutex);
+      mappings()[data] = Mapping{base, bytes};
+    }
+    return {data, data, &unmap, c10::Device(c10::DeviceType::CPU)};
   }
+  c10::DeleterFnPtr raw_deleter() const override { return &unmap; }
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     default_copy_data(dest, src, count);
   }

@@ -231,9 +231,9 @@ float tf32_element(uint32_t reg) { return bits_to_float(reg & 0xffffe000u); }
 
 const std::vector<DeviceSpec>& devices() {
   static const std::vector<DeviceSpec> specs = {
-      {"sm_90 (H100 SXM): 132 SMs, 227 KB of shared memory a block", 132, 232448},
-      {"sm_86 (RTX 3090): 82 SMs, 99 KB of shared memory a block", 82, 101376},
-      {"a 4-SM GPU with 227 KB a block (few splits, large tiles on small problems)", 4, 232448},
+      {"sm_90 (H100 SXM): 132 SMs, 227 KB of shared memory a block", 132, 232448, 90},
+      {"sm_86 (RTX 3090): 82 SMs, 99 KB of shared memory a block", 82, 101376, 86},
+      {"a 4-SM GPU with 227 KB a block (few splits, large tiles on small problems)", 4, 232448, 90},
   };
   return specs;
 }

@@ -36,6 +36,7 @@ struct DeviceSpec {
   const char* name;
   int multiprocessors;
   int block_smem_optin;  // bytes of shared memory a block may opt into
+  int compute_capability;  // major * 10 + minor
 };
 const std::vector<DeviceSpec>& devices();
 void set_device(int index);

@@ -68,11 +68,6 @@ inline cudaError_t current_device(int& device) {
   return cudaSuccess;
 }
 
-inline cudaError_t block_smem_optin(int& bytes, int device) {
-  bytes = emulator::device_spec(device).block_smem_optin;
-  return cudaSuccess;
-}
-
 template <typename... Params>
 cudaError_t set_max_dynamic_smem(void (*kernel)(Params...), size_t bytes) {
   return emulator::set_max_dynamic_smem(reinterpret_cast<const void*>(kernel), bytes);
