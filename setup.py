@@ -4,7 +4,7 @@ Environment switches:
   POINTWISE_CUDA_FORCE_CPU=1   build the CPU kernels only, even where CUDA could be built.
   CUDA_HOME=/path/to/cuda      the CUDA toolkit to build with (found from nvcc otherwise).
   TORCH_CUDA_ARCH_LIST="9.0a"  the GPU architectures to compile for (default below).
-  POINTWISE_CUDA_NO_AVX2=1     leave out the AVX2/FMA CPU kernels (portable kernels only).
+  POINTWISE_CUDA_NO_AVX2=1     leave out the x86 vector CPU kernels, AVX2 and AVX-512 (portable kernels only).
   MAX_JOBS=N                   parallel compile jobs (ninja).
 """
 
@@ -34,7 +34,7 @@ with_cuda = cuda_home is not None and torch.version.cuda is not None
 with_avx2 = os.environ.get("POINTWISE_CUDA_NO_AVX2") != "1"
 
 sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
-define_macros = [("POINTWISE_WITH_AVX2", "1")] if with_avx2 else []
+define_macros = [("POINTWISE_WITH_X86_KERNELS", "1")] if with_avx2 else []
 # No -std here: torch's BuildExtension adds the standard its headers need (C++17 or C++20).
 # -fopenmp: at::parallel_for is inline OpenMP code compiled into this extension; without the flag
 # it silently runs on one thread (libgomp then resolves to the copy torch ships).

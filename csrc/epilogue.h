@@ -91,11 +91,12 @@ POINTWISE_HOST_DEVICE typename M::V activate(typename M::V z) {
   }
 }
 
-// The epilogue's value for one element: act(acc + bias + residual), the terms added in this order
-// on every path so that every kernel rounds alike; an absent term is not added.
-template <Activation A, class M>
-POINTWISE_HOST_DEVICE typename M::V epilogue_value(typename M::V acc, bool add_bias, typename M::V bias,
-                                                  bool add_residual, typename M::V residual) {
+// The epilogue's value for one element (or a vector of them): act(acc + bias + residual), the terms
+// added in this order on every path so that every kernel rounds alike; an absent term is not added.
+// The bias may be a value like acc or one scalar for all of acc's lanes.
+template <Activation A, class M, typename Bias>
+POINTWISE_HOST_DEVICE typename M::V epilogue_value(typename M::V acc, bool add_bias, Bias bias, bool add_residual,
+                                                  typename M::V residual) {
   if (add_bias) acc = acc + bias;
   if (add_residual) acc = acc + residual;
   return activate<A, M>(acc);

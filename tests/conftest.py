@@ -20,6 +20,15 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: large tensors or long runs; skipped unless --runslow is given")
     config.addinivalue_line("markers", "cuda: needs a CUDA device")
+    config.addinivalue_line("markers", "every_cpu_isa: run the module's CPU tests once per CPU kernel set (cpu_path)")
+
+
+def pytest_generate_tests(metafunc):
+    # The numeric sweeps (modules marked every_cpu_isa) run once per ISA's CPU kernel set: every path
+    # this machine has is checked on it, the others skip naming their cpuinfo flags.
+    if metafunc.definition.get_closest_marker("every_cpu_isa") and "device" in metafunc.fixturenames:
+        metafunc.fixturenames.append("cpu_path")
+        metafunc.parametrize("cpu_path", [isa["name"] for isa in pw._C.cpu_isas()], indirect=True)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -75,6 +84,12 @@ def cpu_path(request):
     """Runs the test once with each ISA's CPU kernel set, where this build has it and this CPU runs it
     (skipped otherwise, naming the cpuinfo flags missing)."""
     isa = next(i for i in pw._C.cpu_isas() if i["name"] == request.param)
+    params = getattr(request.node, "callspec", None)
+    if params is not None and params.params.get("device", "cpu") != "cpu":
+        if isa["name"] != pw.build_info()["cpu_isa"]:
+            pytest.skip("a CUDA test: the CPU kernel set does not matter, it runs once")
+        yield isa["name"]
+        return
     if not isa["compiled"]:
         pytest.skip(f"this build has no {isa['name']} kernels")
     if not isa["supported"]:

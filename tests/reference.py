@@ -69,6 +69,7 @@ CASES = [
     Case("cin17_cout3", 2, 17, 3, 4, 4),
     Case("cin63_cout63", 2, 63, 63, 3, 5),
     Case("hw1", 3, 17, 5, 1, 1),
+    Case("hw1_batch20", 20, 9, 24, 1, 1),  # more one-pixel images than a narrow CPU tile's columns
     Case("batch1", 1, 8, 16, 6, 6),
     Case("stride2", 2, 6, 10, 7, 6, stride=2),
     Case("stride2x1", 2, 5, 7, 5, 5, stride=(2, 1)),

@@ -25,6 +25,8 @@ GRADCHECK_CASES = [
 def _leaf(t):
     return t.detach().requires_grad_(True)
 
+pytestmark = pytest.mark.every_cpu_isa  # every CPU kernel set (conftest.py)
+
 
 def _make(case, dtype, device, layout="nchw", bias=True, residual=False, scale=1.0):
     x = _leaf(make_tensor(case.input_shape, layout, dtype, device, scale=scale))

@@ -107,3 +107,18 @@ def test_an_unknown_isa_cap_names_the_allowed_ones():
     assert result.returncode != 0
     names = ", ".join(isa["name"] for isa in pw._C.cpu_isas())
     assert f"POINTWISE_CPU_ISA must be one of {names}; got 'avx9000'" in result.stderr
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_grad_weight_of_a_big_weight_over_long_chunks(cpu_path, dtype):
+    # A weight this big limits the partial sums to 7 chunks of 586 pixels here, so each chunk's
+    # pixels are packed and summed a slice at a time (the sums going on from slice to slice).
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 1536, 64, 64, generator=g).to(dtype)
+    grad = torch.randn(1, 1536, 64, 64, generator=g).to(dtype)
+    ours = torch.ops.pointwise_cuda.conv_backward_weight(grad, x, [1, 1], [0, 0], 1)
+    ref = grad.double().reshape(1536, -1) @ x.double().reshape(1536, -1).t()
+    tol = TOLERANCE[dtype] * 4
+    assert rel_err(ours.reshape(1536, 1536), ref) <= tol
+    again = torch.ops.pointwise_cuda.conv_backward_weight(grad, x, [1, 1], [0, 0], 1)
+    assert torch.equal(ours, again)

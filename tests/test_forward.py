@@ -27,6 +27,8 @@ from reference import (
     snapshot,
 )
 
+pytestmark = pytest.mark.every_cpu_isa  # every CPU kernel set (conftest.py)
+
 requires_cuda = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 

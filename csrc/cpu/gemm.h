@@ -33,92 +33,124 @@ inline bool evenly_spaced(const int64_t* offsets, int64_t n, int64_t stride) {
 
 inline bool unit_stride(const int64_t* offsets, int64_t n) { return evenly_spaced(offsets, n, 1); }
 
-// out[i] = in[i] for i < n, converted to Acc.
-template <typename T, typename Acc>
-void convert(const T* in, int64_t n, Acc* out) {
-  if constexpr (std::is_same_v<T, Acc>) {
-    std::memcpy(out, in, n * sizeof(Acc));  // the loop below does not vectorise for float
+// out[i] = in[i] for i < n, converted to P (the packed operands' element type).
+template <typename T, typename P>
+void convert(const T* in, int64_t n, P* out) {
+  if constexpr (std::is_same_v<T, P>) {
+    std::memcpy(out, in, n * sizeof(P));  // the loop below does not vectorise for float
   } else {
-    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<Acc>(in[i]);
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<P>(in[i]);
   }
 }
 
 // Packed operands are panels of `Width` lines (rows of A or columns of B) over the full depth
-// (the reduction); lines past the operand's end are zero-filled. Element (line r, depth k) of
-// panel p is at data[p * panel_stride + r * line_stride + k * depth_stride], in one of three
-// orders:
-//  - interleaved, [panel][k][r]: each panel is one contiguous block, the best for B panels that
-//    stay in L1 while many A panels pass (weights on the B side, backward_weight);
-//  - depth-major, [k][panel][r]: a depth step of all panels is one contiguous run, so NCHW pixels
-//    are packed by copying each channel's run of pixels (for the B side);
+// (the reduction); lines past the operand's end are zero-filled. Depth steps come in groups of
+// kGroup: 1, or 2 for kernels that multiply pairs of 16-bit values at a time (AVX512-BF16's
+// vdpbf16ps), whose two elements of a pair are adjacent; an odd depth is padded with a zero step.
+// Element (line r, depth k) of panel p is at data[p * panel_stride + offset(r, k)], in one of
+// three orders:
+//  - interleaved, [panel][k / g][r][k % g]: each panel is one contiguous block, the best for B
+//    panels that stay in L1 while many A panels pass (weights on the B side, backward_weight);
+//  - depth-major, [k / g][panel][r][k % g]: a depth group of all panels is one contiguous run, so
+//    NCHW pixels are packed by copying (or interleaving) each channel's run of pixels (B side);
 //  - rows, [panel][r][k]: each line is contiguous, so NHWC pixels and weight rows are packed by
 //    copying each line (for the A side, which the micro-kernel reads one broadcast at a time).
 // Packing then reads and writes sequentially; the interleaved order for everything made packing
 // up to 40% of a small layer's time.
-template <typename Acc>
+template <typename P, int kGroup = 1>
 struct Panels {
-  Acc* data = nullptr;
+  static_assert(kGroup == 1 || kGroup == 2, "depth steps are single or in pairs");
+  P* data = nullptr;
   int64_t count = 0;
   int64_t panel_stride = 0, line_stride = 0, depth_stride = 0;
 
-  static Panels interleaved(Acc* data, int64_t count, int width, int64_t depth) {
-    return {data, count, width * depth, 1, width};
+  static int64_t grouped(int64_t depth) { return (depth + kGroup - 1) / kGroup * kGroup; }
+
+  static Panels interleaved(P* data, int64_t count, int width, int64_t depth) {
+    return {data, count, width * grouped(depth), kGroup, width};
   }
-  static Panels depth_major(Acc* data, int64_t count, int width) {
-    return {data, count, width, 1, padded(count * width)};
+  static Panels depth_major(P* data, int64_t count, int width) {
+    return {data, count, width * kGroup, kGroup, padded(count * width)};
   }
-  static Panels rows(Acc* data, int64_t count, int width, int64_t depth) {
-    const int64_t line_stride = padded(depth);
+  static Panels rows(P* data, int64_t count, int width, int64_t depth) {
+    const int64_t line_stride = padded(grouped(depth));
     return {data, count, width * line_stride, line_stride, 1};
   }
   // Panels read in place from `data`, lines line_stride apart, for an operand that needs no
-  // packing. gemm_packed only reads its operands.
-  static Panels in_place(const Acc* data, int64_t count, int width, int64_t line_stride) {
-    return {const_cast<Acc*>(data), count, width * line_stride, line_stride, 1};
+  // packing (with pairs, only for an even depth). gemm_packed only reads its operands.
+  static Panels in_place(const P* data, int64_t count, int width, int64_t line_stride) {
+    return {const_cast<P*>(data), count, width * line_stride, line_stride, 1};
   }
   // The A operand's order: rows when its source is contiguous along the depth.
-  static Panels for_a(Acc* data, int64_t count, int width, int64_t depth, bool depth_unit_stride) {
+  static Panels for_a(P* data, int64_t count, int width, int64_t depth, bool depth_unit_stride) {
     return depth_unit_stride ? rows(data, count, width, depth)
                              : interleaved(data, count, width, depth);
   }
   // Values to allocate for `count` panels of up to `depth` steps, in any order.
   static int64_t capacity(int64_t count, int width, int64_t depth) {
-    return (count * width + kLine) * (depth + kLine);
+    return (count * width + kLine) * (grouped(depth) + kLine);
   }
   // A stride of n values, padded to an odd number of cache lines when it is a whole even number:
   // runs an even number of lines apart share L1 sets (a 1 KiB stride uses 4 of the 64 sets) and
   // evict each other.
-  static int64_t padded(int64_t n) { return n * sizeof(Acc) % 128 == 0 ? n + kLine : n; }
-  static constexpr int64_t kLine = 64 / sizeof(Acc);
+  static int64_t padded(int64_t n) { return n * sizeof(P) % 128 == 0 ? n + kLine : n; }
+  static constexpr int64_t kLine = 64 / sizeof(P);
 
+  // Where element (line r, depth k) of a panel is, from the panel's start.
+  int64_t offset(int64_t r, int64_t k) const {
+    return r * line_stride + (k - k % kGroup) * depth_stride + k % kGroup;
+  }
   Panels from(int64_t first, int64_t n) const {
     return {data + first * panel_stride, n, panel_stride, line_stride, depth_stride};
   }
-  const Acc* at(int64_t panel, int64_t k) const {
+  // The start of depth step k (a multiple of kGroup) of a panel.
+  const P* at(int64_t panel, int64_t k) const {
     return data + panel * panel_stride + k * depth_stride;
   }
 };
 
 // Packs out.count panels of Width lines: element (line r, depth k) of the operand is
-// src[line_offset[r] + depth_offset[k]], converted to the accumulation type, or zero where either
+// src[line_offset[r] + depth_offset[k]], converted to the packed type, or zero where either
 // offset is negative (a padding pixel, a missing line). `depth_unit_stride` says that
-// depth_offset[k] == depth_offset[0] + k for every k, all valid.
-template <int Width, typename T, typename Acc>
-void pack_panels(const Panels<Acc>& out, const T* src, const int64_t* line_offset,
+// depth_offset[k] == depth_offset[0] + k for every k, all valid. With pairs, an odd depth gets a
+// zero step after the last.
+template <int Width, typename T, typename P, int kGroup>
+void pack_panels(const Panels<P, kGroup>& out, const T* src, const int64_t* line_offset,
                  const int64_t* depth_offset, int64_t depth, bool depth_unit_stride) {
   const int64_t ls = out.line_stride, ds = out.depth_stride;
   if (depth == 0) return;
-  if (depth_unit_stride) {
-    // Each line is contiguous in memory: read along it.
-    for (int64_t line = 0; line < out.count * Width; ++line) {
-      Acc* dst = out.data + line / Width * out.panel_stride + line % Width * ls;
+  const int64_t lines = out.count * Width;
+  auto line_start = [&](int64_t line) { return out.data + line / Width * out.panel_stride + out.offset(line % Width, 0); };
+  if (depth % kGroup != 0) {
+    for (int64_t line = 0; line < lines; ++line) line_start(line)[out.offset(0, depth)] = P(0);
+  }
+  if (depth_unit_stride && ds == 1) {
+    // Each line is contiguous in memory, and in the panels: copy it.
+    for (int64_t line = 0; line < lines; ++line) {
+      P* dst = line_start(line);
       if (line_offset[line] < 0) {
-        for (int64_t k = 0; k < depth; ++k) dst[k * ds] = Acc(0);
-      } else if (ds == 1) {
-        convert(src + line_offset[line] + depth_offset[0], depth, dst);
+        std::fill(dst, dst + depth, P(0));
       } else {
-        const T* in = src + line_offset[line] + depth_offset[0];
-        for (int64_t k = 0; k < depth; ++k) dst[k * ds] = static_cast<Acc>(in[k]);
+        convert(src + line_offset[line] + depth_offset[0], depth, dst);
+      }
+    }
+    return;
+  }
+  if (depth_unit_stride) {
+    // Each line is contiguous in memory, the panels interleave them (a transpose, weights on the B
+    // side): read the panel's lines side by side, so that the writes are sequential. Line by line,
+    // each write landed on another cache line, and packing a 48 x 1152 weight took longer than
+    // the GEMM of a squeeze-excite layer.
+    for (int64_t p = 0; p < out.count; ++p) {
+      const T* in[Width];
+      for (int r = 0; r < Width; ++r) {
+        const int64_t o = line_offset[p * Width + r];
+        in[r] = o < 0 ? nullptr : src + o + depth_offset[0];
+      }
+      P* panel = out.data + p * out.panel_stride;
+      for (int64_t k = 0; k < depth; ++k) {
+        P* dst = panel + out.offset(0, k);
+        for (int r = 0; r < Width; ++r) dst[r * ls] = in[r] == nullptr ? P(0) : static_cast<P>(in[r][k]);
       }
     }
     return;
@@ -128,14 +160,19 @@ void pack_panels(const Panels<Acc>& out, const T* src, const int64_t* line_offse
   // interleaves `depth` streams of 64 bytes each, which the hardware prefetchers do not follow
   // (measured 3x slower on Zen 3).
   constexpr int64_t kPrefetchSteps = 4;
-  const int64_t lines = out.count * Width;
-  const bool one_run = ls == 1 && out.panel_stride == Width && unit_stride(line_offset, lines);
+  const bool one_run = ls == kGroup && out.panel_stride == Width * kGroup && unit_stride(line_offset, lines);
   std::vector<char> contiguous(out.count);
   for (int64_t p = 0; p < out.count; ++p)
     contiguous[p] = unit_stride(line_offset + p * Width, Width);
   for (int64_t k = 0; k < depth; ++k) {
     if (one_run && depth_offset[k] >= 0) {
-      convert(src + depth_offset[k] + line_offset[0], lines, out.data + k * ds);
+      const T* in = src + depth_offset[k] + line_offset[0];
+      P* dst = out.data + out.offset(0, k);
+      if constexpr (kGroup == 1) {
+        convert(in, lines, dst);
+      } else {
+        for (int64_t i = 0; i < lines; ++i) dst[i * kGroup] = static_cast<P>(in[i]);
+      }
       // A step's run is one task's pixels, too short for the hardware prefetcher to catch up:
       // fetch the run a few steps ahead (1.4x faster from DRAM).
       if (k + kPrefetchSteps < depth && depth_offset[k + kPrefetchSteps] >= 0) {
@@ -145,16 +182,16 @@ void pack_panels(const Panels<Acc>& out, const T* src, const int64_t* line_offse
       continue;
     }
     for (int64_t p = 0; p < out.count; ++p) {
-      Acc* dst = out.data + p * out.panel_stride + k * ds;
+      P* dst = out.data + p * out.panel_stride + out.offset(0, k);
       const int64_t* panel_lines = line_offset + p * Width;
       if (depth_offset[k] < 0) {
-        for (int r = 0; r < Width; ++r) dst[r * ls] = Acc(0);
+        for (int r = 0; r < Width; ++r) dst[r * ls] = P(0);
       } else if (contiguous[p] && ls == 1) {
         convert(src + depth_offset[k] + panel_lines[0], Width, dst);
       } else {
         const T* in = src + depth_offset[k];
         for (int r = 0; r < Width; ++r) {
-          dst[r * ls] = panel_lines[r] < 0 ? Acc(0) : static_cast<Acc>(in[panel_lines[r]]);
+          dst[r * ls] = panel_lines[r] < 0 ? P(0) : static_cast<P>(in[panel_lines[r]]);
         }
       }
     }
@@ -162,14 +199,17 @@ void pack_panels(const Panels<Acc>& out, const T* src, const int64_t* line_offse
 }
 
 // c[i * c_row_stride + j] = partial[i * kCols + j] + sum over `depth` steps of A(i, k) * B(j, k)
-// for the kRows x kCols tile; a null `partial` counts as zeros. The A panel's element (i, k) is
-// a[i * a_line_stride + k * a_depth_stride]; the B panel's lines are contiguous, element (j, k) at
-// b[j + k * b_depth_stride]. c is the accumulator buffer (row stride kCols) or, for a finished
-// tile, possibly the destination tensor itself. partial may equal c.
-// Implementations: micro_kernel_portable below, micro_kernel_avx2 in avx2_kernels.cpp.
-template <typename Acc>
-using MicroKernel = void (*)(int64_t depth, const Acc* a, int64_t a_line_stride,
-                             int64_t a_depth_stride, const Acc* b, int64_t b_depth_stride,
+// for the kRows x kCols tile; a null `partial` counts as zeros. The panels are as Panels<P, g>
+// lays them out: A's element (i, k) at a[i * a_line_stride + k * a_depth_stride] for single steps;
+// B's lines contiguous, element (j, k) at b[j + k * b_depth_stride]; with pairs (g = 2), the pair
+// of steps k, k + 1 (k even) of A's line i at a[i * a_line_stride + k * a_depth_stride + {0, 1}]
+// and of B's line j at b[k * b_depth_stride + 2 j + {0, 1}], and an odd depth includes the zero
+// step after it. c is the accumulator buffer (row stride kCols) or, for a finished tile, possibly
+// the destination tensor itself. partial may equal c.
+// Implementations: micro_kernel_portable below, and one in each ISA's kernel file.
+template <typename P, typename Acc = P>
+using MicroKernel = void (*)(int64_t depth, const P* a, int64_t a_line_stride,
+                             int64_t a_depth_stride, const P* b, int64_t b_depth_stride,
                              const Acc* partial, Acc* c, int64_t c_row_stride);
 
 // Plain loops; the compiler vectorises the column loop for the baseline ISA.
@@ -219,20 +259,31 @@ struct Blocking {
   static constexpr int64_t kAccumulatorSize = kRowPanels * kColPanels * Tile::kRows * Tile::kCols;
 };
 
+// No initial values: the sums start from zero (see gemm_packed).
+struct FromZero {
+  template <typename Acc>
+  void operator()(int64_t, int64_t, Acc*) const {}
+};
+
 // C = A . B for packed operands, with the micro-kernel and blocking of kernel set K (cpu/kernels.h):
 // a holds panels of K::Tile::kRows lines, b panels of K::Tile::kCols contiguous lines (not in
 // rows), each over the full `depth`. For each tile of C, once its sum is complete, the micro-kernel
 // writes it to destination(a_panel, b_panel) (see TileDestination) and then
 // finish(written, direct, a_panel, b_panel) runs: `written` is where the tile went, `direct`
-// whether that is the destination rather than the accumulator buffer.
-// `accumulators` holds K::Blocking::kAccumulatorSize values.
+// whether that is the destination rather than the accumulator buffer. A tile's sum starts from
+// zero or, with an `initial` other than FromZero, from the values initial(a_panel, b_panel, tile)
+// writes into `tile` (kCols apart): how a long reduction goes on from where an earlier call left
+// its partial sums. `accumulators` holds K::Blocking::kAccumulatorSize values.
 //
 // The order of the sums does not depend on anything but the operand sizes, so results are
 // reproducible bit for bit for a given micro-kernel.
-template <class K, typename Acc, typename Destination, typename Finish>
-void gemm_packed(const Panels<Acc>& a, const Panels<Acc>& b, int64_t depth, Acc* accumulators,
-                 const Destination& destination, const Finish& finish) {
+template <class K, typename P, int kGroup, typename Acc, typename Destination, typename Finish,
+          typename Initial = FromZero>
+void gemm_packed(const Panels<P, kGroup>& a, const Panels<P, kGroup>& b, int64_t depth, Acc* accumulators,
+                 const Destination& destination, const Finish& finish, const Initial& initial = {}) {
+  constexpr bool kFromZero = std::is_same_v<Initial, FromZero>;
   using Block = typename K::Blocking;
+  static_assert(Block::kDepth % kGroup == 0, "depth blocks hold whole groups of steps");
   constexpr int64_t kCols = K::Tile::kCols;
   constexpr int64_t kTileSize = K::Tile::kRows * kCols;
   // With a single depth block each tile is finished at once, so one slot of the buffer serves all
@@ -256,8 +307,9 @@ void gemm_packed(const Panels<Acc>& a, const Panels<Acc>& b, int64_t depth, Acc*
             if (last) out = destination(ap, bp);
             const bool direct = out.data != nullptr;
             if (!direct) out = {buffered, kCols};
+            if (!kFromZero && kb == 0) initial(ap, bp, buffered);
             K::micro_kernel(steps, a.at(ap, k0), a.line_stride, a.depth_stride, b.at(bp, k0),
-                            b.depth_stride, kb > 0 ? buffered : nullptr, out.data, out.row_stride);
+                            b.depth_stride, kb > 0 || !kFromZero ? buffered : nullptr, out.data, out.row_stride);
             if (last) finish(out, direct, ap, bp);
           }
         }

@@ -36,30 +36,29 @@ std::atomic<int>& selected() {
 const char* isa_name(Isa isa) { return kIsaNames[static_cast<int>(isa)]; }
 
 bool isa_compiled(Isa isa) {
-  switch (isa) {
-    case Isa::kPortable: return true;
-    case Isa::kAvx2:
-#ifdef POINTWISE_CPU_AVX2
-      return true;
+#ifdef POINTWISE_CPU_X86
+  return true;
 #else
-      return false;
+  return isa == Isa::kPortable;
 #endif
-  }
-  return false;
 }
 
 bool isa_supported(Isa isa) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  // libgcc's cpuid checks include the OS's saving of the ymm and zmm registers (xgetbv).
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
   switch (isa) {
     case Isa::kPortable: return true;
-    case Isa::kAvx2:
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-      // libgcc's cpuid checks include the OS's saving of the ymm registers (xgetbv).
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-      return false;
-#endif
+    case Isa::kAvx2: return avx2;
+    case Isa::kAvx512: return avx512;
+    case Isa::kAvx512Bf16: return avx512 && __builtin_cpu_supports("avx512bf16");
   }
   return false;
+#else
+  return isa == Isa::kPortable;
+#endif
 }
 
 Isa detected_isa() {

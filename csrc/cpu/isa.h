@@ -6,19 +6,26 @@
 
 #include <string>
 
-// The x86 kernel sets are built with GCC or Clang for x86 (per-function target attributes), unless
-// the build leaves them out (POINTWISE_CUDA_NO_AVX2=1 in setup.py).
-#if defined(POINTWISE_WITH_AVX2) && (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
-#define POINTWISE_CPU_AVX2 1
+// The x86 kernel sets (AVX2 and up) are built with GCC or Clang for x86 (per-function target
+// attributes), unless the build leaves them out (POINTWISE_CUDA_NO_AVX2=1 in setup.py).
+#if defined(POINTWISE_WITH_X86_KERNELS) && (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define POINTWISE_CPU_X86 1
+// The target attribute of each ISA's kernel functions, on their declarations and definitions alike
+// (a function template instantiated from a definition whose declaration lacks it is built for the
+// baseline ISA).
+#define POINTWISE_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define POINTWISE_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c")))
+#define POINTWISE_TARGET_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma,f16c")))
 #endif
 
 namespace pointwise::cpu {
 
 // Ordered: each ISA's kernel set falls back to the one below for what it does not improve.
-enum class Isa : int { kPortable = 0, kAvx2 };
-inline constexpr const char* kIsaNames[] = {"portable", "avx2"};
+enum class Isa : int { kPortable = 0, kAvx2, kAvx512, kAvx512Bf16 };
+inline constexpr const char* kIsaNames[] = {"portable", "avx2", "avx512", "avx512_bf16"};
 // The /proc/cpuinfo flags each needs, for messages and skipped tests.
-inline constexpr const char* kIsaFlags[] = {"", "avx2 fma"};
+inline constexpr const char* kIsaFlags[] = {"", "avx2 fma f16c", "avx512f avx512bw avx512dq avx512vl f16c",
+                                            "avx512f avx512bw avx512dq avx512vl avx512_bf16 f16c"};
 inline constexpr int kIsaCount = sizeof(kIsaNames) / sizeof(kIsaNames[0]);
 
 const char* isa_name(Isa isa);

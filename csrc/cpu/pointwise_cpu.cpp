@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 #include <c10/core/CPUAllocator.h>
 
+#include <algorithm>
 #include <type_traits>
 #include <vector>
 
@@ -117,8 +118,8 @@ struct PixelGemm {
 
 // Packs every group's weight into `packed`: panels of Width channels over the full depth, group
 // after group, for all tasks to share.
-template <int Width, typename T, typename Acc>
-void pack_weights(const PixelGemm<T>& pg, const Panels<Acc>& packed) {
+template <int Width, typename T, typename P, int kGroup>
+void pack_weights(const PixelGemm<T>& pg, const Panels<P, kGroup>& packed) {
   const int64_t panels_per_group = packed.count / pg.groups;
   at::parallel_for(0, packed.count, grain_for(Width * pg.depth), [&](int64_t begin, int64_t end) {
     std::vector<int64_t> depth_offsets(pg.depth);
@@ -139,7 +140,8 @@ void pack_weights(const PixelGemm<T>& pg, const Panels<Acc>& packed) {
 // for NCHW, where a channel's pixels are consecutive, and rows for NHWC, whose channels are.
 template <class K, typename T, bool kPixelsAreColumns>
 void run_pixel_gemm(const PixelGemm<T>& pg) {
-  using Acc = at::opmath_type<T>;
+  using Acc = typename K::Acc;
+  using Pack = Panels<typename K::Packed, K::kDepthGroup>;
   using Shape = typename K::Tile;
   using Block = typename K::Blocking;
   constexpr int kPixelWidth = kPixelsAreColumns ? Shape::kCols : Shape::kRows;
@@ -150,13 +152,13 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
 
   const int64_t channel_panels = ceil_div(pg.channels, kChannelWidth);
   const int64_t group_channels = channel_panels * kChannelWidth;  // padded to whole panels
-  Buffer<Acc> weight_buffer(
-      Panels<Acc>::capacity(pg.groups * channel_panels, kChannelWidth, pg.depth));
-  const Panels<Acc> weights =
-      kPixelsAreColumns ? Panels<Acc>::for_a(weight_buffer.get(), pg.groups * channel_panels,
-                                             kChannelWidth, pg.depth, pg.weight_depth_stride == 1)
-                        : Panels<Acc>::interleaved(weight_buffer.get(), pg.groups * channel_panels,
-                                                   kChannelWidth, pg.depth);
+  Buffer<typename K::Packed> weight_buffer(
+      Pack::capacity(pg.groups * channel_panels, kChannelWidth, pg.depth));
+  const Pack weights =
+      kPixelsAreColumns ? Pack::for_a(weight_buffer.get(), pg.groups * channel_panels,
+                                      kChannelWidth, pg.depth, pg.weight_depth_stride == 1)
+                        : Pack::interleaved(weight_buffer.get(), pg.groups * channel_panels,
+                                            kChannelWidth, pg.depth);
   pack_weights<kChannelWidth>(pg, weights);
 
   // Per group and padded channel: the destination offset (-1 for padding) and the bias.
@@ -176,19 +178,28 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
   epilogue.residual = pg.residual;
   epilogue.activation = pg.activation;
   epilogue.finish_in_place = K::finish_in_place;
+  if constexpr (!std::is_same_v<T, Acc>) epilogue.store_row = &K::template store_row<T>;
 
   const int64_t pixel_panels = ceil_div(pg.pixels, kPixelWidth);
-  const int64_t work_per_panel = kPixelWidth * pg.depth * pg.channels;
-  // Units are (group, pixel panel); each thread takes a contiguous run and cuts it into tasks.
+  // Units are (group, block of channel panels, pixel panel); each thread takes a contiguous run and
+  // cuts it into tasks. The channels are cut into blocks only where the pixel panels alone leave
+  // threads idle (7x7 and 1x1 maps): a thread then reads only its block of the weights instead of
+  // all of them. Which unit computes a tile changes no sum, so results do not depend on the split.
+  const int64_t wanted_blocks = ceil_div(2 * at::get_num_threads(), pg.groups * pixel_panels);
+  const int64_t block_panels = ceil_div(channel_panels, std::clamp<int64_t>(wanted_blocks, 1, channel_panels));
+  const int64_t channel_blocks = ceil_div(channel_panels, block_panels);
+  const int64_t work_per_panel = kPixelWidth * pg.depth * block_panels * kChannelWidth;
   at::parallel_for(
-      0, pg.groups * pixel_panels, grain_for(work_per_panel), [&](int64_t begin, int64_t end) {
-        Buffer<Acc> pixel_buffer(Panels<Acc>::capacity(kTaskPanels, kPixelWidth, pg.depth));
+      0, pg.groups * channel_blocks * pixel_panels, grain_for(work_per_panel), [&](int64_t begin, int64_t end) {
+        Buffer<typename K::Packed> pixel_buffer(Pack::capacity(kTaskPanels, kPixelWidth, pg.depth));
         Buffer<Acc> accumulators(Block::kAccumulatorSize);
         std::vector<int64_t> src_pixels(kTaskPanels * kPixelWidth),
             dst_pixels(kTaskPanels * kPixelWidth);
         std::vector<int64_t> depth_offsets(pg.depth);
         for (int64_t unit = begin; unit < end;) {
-          const int64_t g = unit / pixel_panels, first_panel = unit % pixel_panels;
+          const int64_t g = unit / (channel_blocks * pixel_panels), first_panel = unit % pixel_panels;
+          const int64_t first_channel_panel = unit / pixel_panels % channel_blocks * block_panels;
+          const int64_t block_channel_panels = std::min(block_panels, channel_panels - first_channel_panel);
           const int64_t panels = std::min({kTaskPanels, pixel_panels - first_panel, end - unit});
           const int64_t q0 = first_panel * kPixelWidth, lines = panels * kPixelWidth;
           pg.src_index.pixels_from(q0, lines, pg.pixels, src_pixels.data());
@@ -202,35 +213,37 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
           // memory (1.3x on a 32->16 layer). Rows a multiple of 4 KiB apart would share one L1 set:
           // those are copied.
           const int64_t row_stride = src_pixels[1] - src_pixels[0];
-          const bool in_place = !kPixelsAreColumns && std::is_same_v<T, Acc> && depth_unit_stride &&
-                                row_stride * sizeof(Acc) % 4096 != 0 &&
+          // With pairs, an odd depth needs the zero step that only packing adds.
+          const bool in_place = !kPixelsAreColumns && std::is_same_v<T, typename K::Packed> && depth_unit_stride &&
+                                pg.depth % K::kDepthGroup == 0 && row_stride * sizeof(T) % 4096 != 0 &&
                                 evenly_spaced(src_pixels.data(), lines, row_stride);
-          Panels<Acc> pixels;
+          Pack pixels;
           if (in_place) {
-            const Acc* first =
-                reinterpret_cast<const Acc*>(pg.src) + src_pixels[0] + depth_offsets[0];
-            pixels = Panels<Acc>::in_place(first, panels, kPixelWidth, row_stride);
+            const auto* first =
+                reinterpret_cast<const typename K::Packed*>(pg.src) + src_pixels[0] + depth_offsets[0];
+            pixels = Pack::in_place(first, panels, kPixelWidth, row_stride);
           } else {
             pixels = kPixelsAreColumns
-                         ? Panels<Acc>::depth_major(pixel_buffer.get(), panels, kPixelWidth)
-                         : Panels<Acc>::for_a(pixel_buffer.get(), panels, kPixelWidth, pg.depth,
+                         ? Pack::depth_major(pixel_buffer.get(), panels, kPixelWidth)
+                         : Pack::for_a(pixel_buffer.get(), panels, kPixelWidth, pg.depth,
                                               depth_unit_stride);
             pack_panels<kPixelWidth>(pixels, pg.src, src_pixels.data(), depth_offsets.data(),
                                      pg.depth, depth_unit_stride);
           }
 
-          const Panels<Acc> group_weights = weights.from(g * channel_panels, channel_panels);
-          const int64_t* group_channel_offsets = channel_offsets.data() + g * group_channels;
-          const Acc* group_bias = pg.bias != nullptr ? bias.data() + g * group_channels : nullptr;
+          const Pack block_weights = weights.from(g * channel_panels + first_channel_panel, block_channel_panels);
+          const int64_t block_channel = g * group_channels + first_channel_panel * kChannelWidth;
+          const int64_t* block_channel_offsets = channel_offsets.data() + block_channel;
+          const Acc* block_bias = pg.bias != nullptr ? bias.data() + block_channel : nullptr;
           // Offsets in the destination of the rows of A panel a_panel and of the columns of B panel
           // b_panel.
           auto tile_rows = [&](int64_t a_panel) {
-            return kPixelsAreColumns ? group_channel_offsets + a_panel * kChannelWidth
+            return kPixelsAreColumns ? block_channel_offsets + a_panel * kChannelWidth
                                      : dst_pixels.data() + a_panel * kPixelWidth;
           };
           auto tile_cols = [&](int64_t b_panel) {
             return kPixelsAreColumns ? dst_pixels.data() + b_panel * kPixelWidth
-                                     : group_channel_offsets + b_panel * kChannelWidth;
+                                     : block_channel_offsets + b_panel * kChannelWidth;
           };
           auto destination = [&](int64_t a_panel, int64_t b_panel) {
             return direct_destination<Shape, Acc>(pg.dst, tile_rows(a_panel), tile_cols(b_panel));
@@ -239,27 +252,41 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
                             int64_t b_panel) {
             const int64_t channel_panel = kPixelsAreColumns ? a_panel : b_panel;
             const Acc* tile_bias =
-                group_bias != nullptr ? group_bias + channel_panel * kChannelWidth : nullptr;
+                block_bias != nullptr ? block_bias + channel_panel * kChannelWidth : nullptr;
             finish_tile<Shape>(written, direct, tile_rows(a_panel), tile_cols(b_panel), tile_bias,
                                epilogue, pg.dst);
           };
           if constexpr (kPixelsAreColumns) {
-            gemm_packed<K>(group_weights, pixels, pg.depth, accumulators.get(), destination, finish);
+            gemm_packed<K>(block_weights, pixels, pg.depth, accumulators.get(), destination, finish);
           } else {
-            gemm_packed<K>(pixels, group_weights, pg.depth, accumulators.get(), destination, finish);
+            gemm_packed<K>(pixels, block_weights, pg.depth, accumulators.get(), destination, finish);
           }
           unit += panels;
         }
       });
 }
 
-// With the selected ISA's kernel set; pixels as rows for NHWC, as columns for NCHW.
+// Whether the GEMM puts pixels on the tiles' columns (their vectors) rather than on their rows:
+// where pixels are contiguous (NCHW), and channels otherwise (NHWC). Images of one pixel
+// (squeeze-excite layers) are the same bytes in both layouts: their few pixels (the batch) go on
+// the columns of a narrow tile (gemm.h packs the weight's rows as A by copying them), many on the
+// rows.
+bool pixels_are_columns(const ConvGeometry& g, int64_t pixels) {
+  if (g.in_pixels() == 1 && g.out_pixels() == 1) return pixels <= 16;
+  return !g.channels_last;
+}
+
+// With the selected ISA's kernel set (its narrow one where the tiles' columns are few).
 template <typename T>
-void run_pixel_gemm(const PixelGemm<T>& pg, bool channels_last) {
+void run_pixel_gemm(const PixelGemm<T>& pg, const ConvGeometry& g) {
+  const bool pixels_are_columns = cpu::pixels_are_columns(g, pg.pixels);
+  const int64_t columns = pixels_are_columns ? std::min(g.out_pixels() == 1 ? pg.pixels : g.out_pixels(), pg.pixels)
+                                             : pg.channels;
   dispatch_isa([&](auto isa) {
-    using K = KernelSet<decltype(isa)::value, at::opmath_type<T>>;
-    dispatch_bool(!channels_last, [&](auto pixels_are_columns) {
-      run_pixel_gemm<K, T, decltype(pixels_are_columns)::value>(pg);
+    dispatch_width<KernelSet<decltype(isa)::value, T>>(columns, [&](auto kernels) {
+      dispatch_bool(pixels_are_columns, [&](auto as_columns) {
+        run_pixel_gemm<typename decltype(kernels)::type, T, decltype(as_columns)::value>(pg);
+      });
     });
   });
 }
@@ -282,7 +309,7 @@ void forward_typed(const ForwardArgs& args) {
   pg.activation = args.activation;
   pg.groups = g.groups;
   pg.pixels = g.batch * g.out_pixels();
-  run_pixel_gemm(pg, g.channels_last);
+  run_pixel_gemm(pg, g);
 }
 
 template <typename T>
@@ -301,7 +328,7 @@ void backward_input_typed(const BackwardInputArgs& args) {
   pg.weight_depth_stride = pg.channels;
   pg.groups = g.groups;
   pg.pixels = g.batch * g.out_pixels();
-  run_pixel_gemm(pg, g.channels_last);
+  run_pixel_gemm(pg, g);
 }
 
 // Pixels per partial sum of backward_weight: about 512, all chunks near-equal so that threads
@@ -329,7 +356,8 @@ struct WeightGradOperand {
 // whose depth is the pixels, cut into chunks whose partial sums are reduced in a fixed order.
 template <class K, typename T>
 void backward_weight_typed(const BackwardWeightArgs& args) {
-  using Acc = at::opmath_type<T>;
+  using Acc = typename K::Acc;
+  using Pack = Panels<typename K::Packed, K::kDepthGroup>;
   using Shape = typename K::Tile;
   using Block = typename K::Blocking;
   const ConvGeometry& g = args.geometry;
@@ -376,13 +404,20 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
   };
 
   const int64_t work_per_unit = std::min(chunk, pixels) * a_block * Shape::kRows * b_side.channels;
+  // A unit packs its chunk's pixels a slice at a time, the sums going on from slice to slice, so
+  // that its packing buffers hold kSlice pixels of A's block and of B: packing all of a chunk of
+  // 4096 pixels for a 4096 x 4096 weight took 67 MB a thread. A multiple of every kernel set's
+  // depth block (and depth group), so the sums are those of one pass over the chunk, bit for bit.
+  constexpr int64_t kSlice = 512;
+  static_assert(kSlice % Block::kDepth == 0 && kSlice % K::kDepthGroup == 0, "slices are whole depth blocks");
+  const int64_t slice = std::min(chunk, kSlice);
   // Units are (chunk, group, block of A's channels); a unit packs its A block and all of B.
   at::parallel_for(
       0, chunks * g.groups * a_blocks, grain_for(work_per_unit), [&](int64_t begin, int64_t end) {
-        Buffer<Acc> a_buffer(Panels<Acc>::capacity(a_block, Shape::kRows, chunk));
-        Buffer<Acc> b_buffer(Panels<Acc>::capacity(b_panels, Shape::kCols, chunk));
+        Buffer<typename K::Packed> a_buffer(Pack::capacity(a_block, Shape::kRows, slice));
+        Buffer<typename K::Packed> b_buffer(Pack::capacity(b_panels, Shape::kCols, slice));
         Buffer<Acc> accumulators(Block::kAccumulatorSize);
-        std::vector<int64_t> a_pixels(chunk), b_pixels(chunk);
+        std::vector<int64_t> a_pixels(slice), b_pixels(slice);
         std::vector<int64_t> a_lines(a_block * Shape::kRows), b_lines(b_panels * Shape::kCols);
         std::vector<int64_t> rows(a_block * Shape::kRows), cols(b_panels * Shape::kCols);
         // Where the operand's channels first, first + 1, ... are read from (lines) and where their
@@ -400,36 +435,45 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
           const int64_t c = unit / (g.groups * a_blocks), group = unit / a_blocks % g.groups;
           const int64_t a_first = unit % a_blocks * a_block,
                         a_count = std::min(a_block, a_panels - a_first);
-          const int64_t q0 = c * chunk, depth = std::min(chunk, pixels - q0);
-          a_side.index.pixels_from(q0, depth, pixels, a_pixels.data());
-          b_side.index.pixels_from(q0, depth, pixels, b_pixels.data());
           channel_offsets(a_side, group, a_first * Shape::kRows, a_count * Shape::kRows,
                           a_lines.data(), rows.data());
           channel_offsets(b_side, group, 0, b_panels * Shape::kCols, b_lines.data(), cols.data());
-          const bool a_unit_stride = unit_stride(a_pixels.data(), depth);
-          const Panels<Acc> a =
-              Panels<Acc>::for_a(a_buffer.get(), a_count, Shape::kRows, depth, a_unit_stride);
-          const Panels<Acc> b =
-              Panels<Acc>::interleaved(b_buffer.get(), b_panels, Shape::kCols, depth);
-          pack_panels<Shape::kRows>(a, a_side.data, a_lines.data(), a_pixels.data(), depth,
-                                    a_unit_stride);
-          pack_panels<Shape::kCols>(b, b_side.data, b_lines.data(), b_pixels.data(), depth,
-                                    unit_stride(b_pixels.data(), depth));
-
           Acc* partial = chunk_sums(c) + group * group_weight_size;
           const TileEpilogue<Acc, T> plain;
           const Acc* no_bias = nullptr;
-          gemm_packed<K>(
-              a, b, depth, accumulators.get(),
-              [&](int64_t a_panel, int64_t b_panel) {
-                return direct_destination<Shape, Acc>(partial, rows.data() + a_panel * Shape::kRows,
-                                                      cols.data() + b_panel * Shape::kCols);
-              },
-              [&](const TileDestination<Acc>& written, bool direct, int64_t a_panel,
-                  int64_t b_panel) {
-                finish_tile<Shape>(written, direct, rows.data() + a_panel * Shape::kRows,
-                                   cols.data() + b_panel * Shape::kCols, no_bias, plain, partial);
-              });
+          auto tile_rows = [&](int64_t a_panel) { return rows.data() + a_panel * Shape::kRows; };
+          auto tile_cols = [&](int64_t b_panel) { return cols.data() + b_panel * Shape::kCols; };
+          auto destination = [&](int64_t a_panel, int64_t b_panel) {
+            return direct_destination<Shape, Acc>(partial, tile_rows(a_panel), tile_cols(b_panel));
+          };
+          auto finish = [&](const TileDestination<Acc>& written, bool direct, int64_t a_panel, int64_t b_panel) {
+            finish_tile<Shape>(written, direct, tile_rows(a_panel), tile_cols(b_panel), no_bias, plain, partial);
+          };
+          // After the first slice, a tile's sum goes on from what the slices before stored.
+          auto stored = [&](int64_t a_panel, int64_t b_panel, Acc* tile) {
+            const int64_t *r = tile_rows(a_panel), *k = tile_cols(b_panel);
+            for (int i = 0; i < Shape::kRows; ++i) {
+              for (int j = 0; j < Shape::kCols; ++j)
+                tile[i * Shape::kCols + j] = r[i] < 0 || k[j] < 0 ? Acc(0) : partial[r[i] + k[j]];
+            }
+          };
+          const int64_t q_begin = c * chunk, q_end = std::min(q_begin + chunk, pixels);
+          for (int64_t q0 = q_begin; q0 < q_end; q0 += slice) {
+            const int64_t depth = std::min(slice, q_end - q0);
+            a_side.index.pixels_from(q0, depth, pixels, a_pixels.data());
+            b_side.index.pixels_from(q0, depth, pixels, b_pixels.data());
+            const bool a_unit_stride = unit_stride(a_pixels.data(), depth);
+            const Pack a = Pack::for_a(a_buffer.get(), a_count, Shape::kRows, depth, a_unit_stride);
+            const Pack b = Pack::interleaved(b_buffer.get(), b_panels, Shape::kCols, depth);
+            pack_panels<Shape::kRows>(a, a_side.data, a_lines.data(), a_pixels.data(), depth, a_unit_stride);
+            pack_panels<Shape::kCols>(b, b_side.data, b_lines.data(), b_pixels.data(), depth,
+                                      unit_stride(b_pixels.data(), depth));
+            if (q0 == q_begin) {
+              gemm_packed<K>(a, b, depth, accumulators.get(), destination, finish);
+            } else {
+              gemm_packed<K>(a, b, depth, accumulators.get(), destination, finish, stored);
+            }
+          }
         }
       });
 
@@ -461,7 +505,7 @@ void backward_weight(const BackwardWeightArgs& args) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.input.scalar_type(),
                                   "pointwise_cpu_backward_weight", [&] {
                                     dispatch_isa([&](auto isa) {
-                                      using K = KernelSet<decltype(isa)::value, at::opmath_type<scalar_t>>;
+                                      using K = KernelSet<decltype(isa)::value, scalar_t>;
                                       backward_weight_typed<K, scalar_t>(args);
                                     });
                                   });

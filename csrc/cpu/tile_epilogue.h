@@ -35,20 +35,33 @@ POINTWISE_HOST_DEVICE void finish_in_place(Acc* tile, int64_t row_stride, const 
     column_bias[v] = add_bias && !bias_on_rows ? M::load(bias + v * kLanes) : M::splat(0);
   for (int i = 0; i < Tile::kRows; ++i) {
     Acc* row = tile + i * row_stride;
-    const V row_bias = add_bias && bias_on_rows ? M::splat(bias[i]) : M::splat(0);
+    const Acc row_bias = add_bias && bias_on_rows ? bias[i] : Acc(0);  // a scalar operand (vec.h)
     for (int v = 0; v < kVectors; ++v) {
-      const V b = bias_on_rows ? row_bias : column_bias[v];
+      const V z = M::load(row + v * kLanes);
       const V r = add_residual ? M::load(residual + i * row_stride + v * kLanes) : M::splat(0);
-      M::store(row + v * kLanes, epilogue_value<A, M>(M::load(row + v * kLanes), add_bias, b, add_residual, r));
+      M::store(row + v * kLanes, bias_on_rows ? epilogue_value<A, M>(z, add_bias, row_bias, add_residual, r)
+                                              : epilogue_value<A, M>(z, add_bias, column_bias[v], add_residual, r));
     }
   }
+}
+
+// dst[i] = z[i] converted to the output type, i < n: a row of a finished tile stored where the output
+// type is not the accumulator's (bfloat16, float16). Each kernel set has one (cpu/kernels.h).
+template <typename Acc, typename Out>
+using RowStore = void (*)(const Acc* z, Out* dst, int64_t n);
+
+template <typename Acc, typename Out>
+void store_row_portable(const Acc* z, Out* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Out>(z[i]);
 }
 
 // finish_in_place for a run-time activation.
 template <class M, class Tile, typename Acc>
 POINTWISE_HOST_DEVICE void finish_in_place(Acc* tile, int64_t row_stride, const Acc* bias, bool bias_on_rows,
                                            const Acc* residual, Activation activation) {
-  dispatch_activation(activation, [&](auto a) {
+  // always_inline: an ISA's kernel file calls this from its target-attributed functions, and a
+  // lambda left out of line would be built for the baseline ISA (SiLU's and GELU's were, in SSE).
+  dispatch_activation(activation, [&](auto a) __attribute__((always_inline)) {
     finish_in_place<M, Tile, decltype(a)::value>(tile, row_stride, bias, bias_on_rows, residual);
   });
 }
@@ -61,6 +74,7 @@ struct TileEpilogue {
   const T* residual = nullptr;
   Activation activation = Activation::kNone;
   InPlaceFinisher<Acc> finish_in_place = nullptr;  // the kernel set's
+  RowStore<Acc, T> store_row = store_row_portable<Acc, T>;  // the kernel set's, where T is not Acc
 
   bool plain(const Acc* bias) const {
     return bias == nullptr && residual == nullptr && activation == Activation::kNone;
@@ -86,23 +100,20 @@ TileDestination<Acc> direct_destination(Out* dst, const int64_t* rows, const int
   }
 }
 
-// dst[rows[i] + cols[j]] = act(tile[i * tile_stride + j] + bias + residual[rows[i] + cols[j]])
-// for the tile's rows and columns whose offsets are not negative. bias and the offsets point at
-// this tile's first row and column.
+// dst[rows[i] + cols[j]] = act(tile[i * kCols + j] + bias + residual[rows[i] + cols[j]]) for the
+// tile's rows and columns whose offsets are not negative, finishing the tile in place on the way
+// (it is the accumulator buffer, not read again). bias and the offsets point at this tile's first
+// row and column.
 template <class Tile, typename Acc, typename T, typename Out>
-void store_tile(const Acc* tile, int64_t tile_stride, const int64_t* rows, const int64_t* cols,
-                const Acc* bias, const TileEpilogue<Acc, T>& epilogue, Out* dst) {
+void store_tile(Acc* tile, const int64_t* rows, const int64_t* cols, const Acc* bias,
+                const TileEpilogue<Acc, T>& epilogue, Out* dst) {
   constexpr int kRows = Tile::kRows, kCols = Tile::kCols;
   // Columns are usually one contiguous run (pixels of one image, or channels of NHWC); the loops
   // then vectorise. Otherwise they cross an image, the padding or the end of the operand.
   const bool contiguous = unit_stride(cols, kCols);
-  // The tile and its residual go through buffers laid out alike, finished in one call.
-  alignas(64) Acc z[kRows][kCols];
-  alignas(64) Acc r[kRows][kCols];
-  for (int i = 0; i < kRows; ++i) {
-    for (int j = 0; j < kCols; ++j) z[i][j] = tile[i * tile_stride + j];
-  }
   if (!epilogue.plain(bias)) {
+    // The residual is gathered into a buffer laid out as the tile, for one finishing call.
+    alignas(64) Acc r[kRows][kCols];
     if (epilogue.residual != nullptr) {
       for (int i = 0; i < kRows; ++i) {
         const T* residual = epilogue.residual + rows[i];
@@ -115,17 +126,22 @@ void store_tile(const Acc* tile, int64_t tile_stride, const int64_t* rows, const
         }
       }
     }
-    epilogue.finish_in_place(&z[0][0], kCols, bias, epilogue.bias_on_rows,
-                             epilogue.residual != nullptr ? &r[0][0] : nullptr, epilogue.activation);
+    epilogue.finish_in_place(tile, kCols, bias, epilogue.bias_on_rows, epilogue.residual != nullptr ? &r[0][0] : nullptr,
+                             epilogue.activation);
   }
   for (int i = 0; i < kRows; ++i) {
     if (rows[i] < 0) continue;
     Out* out = dst + rows[i];
+    const Acc* z = tile + i * kCols;
     if (contiguous) {
-      for (int j = 0; j < kCols; ++j) out[cols[0] + j] = static_cast<Out>(z[i][j]);
+      if constexpr (std::is_same_v<Out, T>) {
+        epilogue.store_row(z, out + cols[0], kCols);
+      } else {
+        for (int j = 0; j < kCols; ++j) out[cols[0] + j] = static_cast<Out>(z[j]);
+      }
     } else {
       for (int j = 0; j < kCols; ++j) {
-        if (cols[j] >= 0) out[cols[j]] = static_cast<Out>(z[i][j]);
+        if (cols[j] >= 0) out[cols[j]] = static_cast<Out>(z[j]);
       }
     }
   }
@@ -146,7 +162,7 @@ void finish_tile(const TileDestination<Acc>& written, bool direct, const int64_t
       return;
     }
   }
-  store_tile<Tile>(written.data, written.row_stride, rows, cols, bias, epilogue, dst);
+  store_tile<Tile>(written.data, rows, cols, bias, epilogue, dst);  // the accumulator buffer, rows kCols apart
 }
 
 }  // namespace pointwise::cpu

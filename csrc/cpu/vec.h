@@ -1,11 +1,15 @@
-// CPU vectors of floats for the epilogue's math (epilogue.h): GCC vector extensions, so that one
-// generic definition compiles to AVX2 or AVX-512 code where it is inlined into an ISA's kernel
-// functions (which carry the target attribute), and needs no target of its own. Nothing here is
-// compiled for an ISA on its own: a copy the compiler keeps out of line is baseline code, so no
-// symbol built for one ISA can stand in for another's.
+// CPU vectors for the micro-kernel of gemm.h and the epilogue's math (epilogue.h): GCC vector
+// extensions, so that one generic definition compiles to AVX2 or AVX-512 code where it is inlined
+// into an ISA's kernel functions (which carry the target attribute), and needs no target of its
+// own. Nothing here is compiled for an ISA on its own: a copy the compiler keeps out of line is
+// baseline code, so no symbol built for one ISA can stand in for another's. (GCC contracts
+// a * b + c into one FMA in those functions, as the intrinsics would.)
 #pragma once
 
+#include <c10/util/BFloat16.h>
+
 #include <cstdint>
+#include <type_traits>
 
 #include "epilogue.h"
 
@@ -15,42 +19,39 @@
 
 namespace pointwise::cpu {
 
-template <int kLanes>
-struct FloatVector;
-template <>
-struct FloatVector<8> {
-  typedef float V __attribute__((vector_size(32)));
-  typedef int32_t I __attribute__((vector_size(32)));
-};
-template <>
-struct FloatVector<16> {
-  typedef float V __attribute__((vector_size(64)));
-  typedef int32_t I __attribute__((vector_size(64)));
+template <typename T, int kLanes>
+struct Vector {
+  typedef T V __attribute__((vector_size(sizeof(T) * kLanes)));
+  typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> Int;
+  typedef Int I __attribute__((vector_size(sizeof(T) * kLanes)));
 };
 
-// The math policy of epilogue.h for kLanes floats.
-template <int LANES>
+// The math policy of epilogue.h for vectors of LANES values of T (exp and erfc: float only).
+template <typename T, int LANES>
 struct VecMath {
-  using V = typename FloatVector<LANES>::V;
-  using I = typename FloatVector<LANES>::I;  // comparisons' masks, exponent arithmetic
+  using V = typename Vector<T, LANES>::V;
+  using I = typename Vector<T, LANES>::I;  // comparisons' masks, exponent arithmetic
   static constexpr int kLanes = LANES;
 
-  POINTWISE_HOST_DEVICE static V load(const float* p) {
+  POINTWISE_HOST_DEVICE static V load(const T* p) {
     V v;
     __builtin_memcpy(&v, p, sizeof v);
     return v;
   }
-  POINTWISE_HOST_DEVICE static void store(float* p, V v) { __builtin_memcpy(p, &v, sizeof v); }
-  POINTWISE_HOST_DEVICE static V splat(double c) { return V{} + static_cast<float>(c); }
-  POINTWISE_HOST_DEVICE static I splat_int(int32_t c) { return I{} + c; }
+  POINTWISE_HOST_DEVICE static void store(T* p, V v) { __builtin_memcpy(p, &v, sizeof v); }
+  // A constant in every lane (folded into a vector constant). GCC 12 builds a vector of a run-time
+  // value lane by lane (16 masked broadcasts for 16 floats), so run-time scalars enter vector
+  // arithmetic as scalar operands instead (v * x, v + x: one broadcast, or none, from memory).
+  POINTWISE_HOST_DEVICE static V splat(double c) { return V{} + static_cast<T>(c); }
   POINTWISE_HOST_DEVICE static V select(I mask, V a, V b) { return mask ? a : b; }
-  POINTWISE_HOST_DEVICE static V abs(V x) { return (V)((I)x & 0x7fffffff); }
+  POINTWISE_HOST_DEVICE static V abs(V x) { return x < V{} ? -x : x; }
 
   // e^x, the Cephes expf scheme: x = n ln2 + r with |r| <= ln2 / 2, e^r from a degree-6
   // polynomial (about 1 ulp), 2^n built in the exponent bits as two factors, so that results down
   // to the smallest subnormal and up to FLT_MAX need no special case; beyond those, 0 and
   // infinity as expf gives them. NaN stays NaN (every comparison with it is false).
   POINTWISE_HOST_DEVICE static V exp(V x) {
+    static_assert(std::is_same_v<T, float>, "exp is written for float vectors");
     const V hi = splat(88.72283935546875), lo = splat(-103.97208404541015625);
     const V clamped = select(x > hi, hi, select(x < lo, lo, x));
     // Round x / ln2 to the nearest integer: adding and subtracting 1.5 * 2^23 leaves no fraction.
@@ -86,5 +87,63 @@ struct VecMath {
     return (p * t) * exp(-(x * x));
   }
 };
+
+// dst[i] = z[i] as bfloat16 for i < n, rounded to nearest even as c10::BFloat16 rounds (NaN becomes
+// 0x7fc0), in vectors of LANES floats: the scalar conversion cost more than the GEMM of a layer
+// with 16 input channels.
+template <int LANES>
+POINTWISE_HOST_DEVICE void store_bf16(const float* z, c10::BFloat16* dst, int64_t n) {
+  using M = VecMath<float, LANES>;
+  typedef uint32_t U __attribute__((vector_size(4 * LANES)));
+  typedef uint16_t H __attribute__((vector_size(2 * LANES)));
+  int64_t i = 0;
+  for (; i + LANES <= n; i += LANES) {
+    const typename M::V v = M::load(z + i);
+    const U bits = (U)v;
+    const U rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+    const H half = __builtin_convertvector(v == v ? rounded : U{} + 0x7fc0u, H);
+    __builtin_memcpy(dst + i, &half, sizeof half);
+  }
+  for (; i < n; ++i) dst[i] = c10::BFloat16(z[i]);
+}
+
+// The micro-kernel of gemm.h (single depth steps) for a Tile whose rows are whole vectors of M:
+// kRows x kCols accumulators in registers, each depth step one broadcast of A per row (the scalar
+// operand of the multiply-adds) and one load of B per vector.
+template <class M, class Tile, typename T>
+POINTWISE_HOST_DEVICE void micro_kernel(int64_t depth, const T* a, int64_t a_line_stride, int64_t a_depth_stride,
+                                        const T* b, int64_t b_depth_stride, const T* partial, T* c,
+                                        int64_t c_row_stride) {
+  using V = typename M::V;
+  constexpr int kRows = Tile::kRows, kCols = Tile::kCols, kLanes = M::kLanes, kVectors = kCols / kLanes;
+  static_assert(kCols % kLanes == 0, "a tile row is a whole number of vectors");
+  // The row loops must be unrolled before GCC's scalar replacement, or it keeps the accumulators
+  // in memory and stores them to the stack on every depth step.
+  V acc[kRows][kVectors];
+#pragma GCC unroll 16
+  for (int i = 0; i < kRows; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kVectors; ++v)
+      acc[i][v] = partial != nullptr ? M::load(partial + i * kCols + v * kLanes) : M::splat(0);
+  }
+  for (int64_t k = 0; k < depth; ++k) {
+    V b_k[kVectors];
+#pragma GCC unroll 4
+    for (int v = 0; v < kVectors; ++v) b_k[v] = M::load(b + v * kLanes);
+#pragma GCC unroll 16
+    for (int i = 0; i < kRows; ++i) {
+      const T a_i = a[i * a_line_stride];
+#pragma GCC unroll 4
+      for (int v = 0; v < kVectors; ++v) acc[i][v] = b_k[v] * a_i + acc[i][v];
+    }
+    a += a_depth_stride;
+    b += b_depth_stride;
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < kRows; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kVectors; ++v) M::store(c + i * c_row_stride + v * kLanes, acc[i][v]);
+  }
+}
 
 }  // namespace pointwise::cpu
