@@ -54,17 +54,51 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# The cpuinfo flags that decide which CPU kernels run, ours (cpu/isa.h) and oneDNN's, recorded with
+# every CPU result so that results of different CPUs never mix.
+CPU_ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni",
+                 "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_fp16", "amx_int8")
+
+
+def cpu_isa_flags() -> list:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [flag for flag in CPU_ISA_FLAGS if flag in flags]
+    except OSError:
+        pass
+    return []
+
+
+def cpu_isa_tier(flags) -> str:
+    """The most capable tier of CPU vector ISA the flags name: amx, avx512-bf16, avx512, avx2, baseline."""
+    if "amx_bf16" in flags:
+        return "amx"
+    if "avx512_bf16" in flags:
+        return "avx512-bf16"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if "avx2" in flags else "baseline"
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return cpu_name()
 
 
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
 def device_slug(device: torch.device) -> str:
-    """Folder and file-name tag for a device: 'cpu', or the GPU's name ('nvidia-h100-80gb-hbm3')."""
+    """Folder and file-name tag for a device: the CPU's model and ISA tier ('cpu-amd-epyc-avx512-bf16'),
+    or the GPU's name ('nvidia-h100-80gb-hbm3')."""
     if device.type != "cuda":
-        return "cpu"
-    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+        return f"cpu-{_slug(cpu_name())}-{cpu_isa_tier(cpu_isa_flags())}"
+    return _slug(torch.cuda.get_device_name(device))
 
 
 def git_info() -> dict:
@@ -116,6 +150,8 @@ def environment(device: torch.device) -> dict:
         env["driver"] = _nvidia_smi_driver()
     else:
         env["mkldnn"] = torch.backends.mkldnn.is_available()
+        env["cpu_isa_flags"] = cpu_isa_flags()
+        env["cpu_isa_tier"] = cpu_isa_tier(env["cpu_isa_flags"])
     return env
 
 
@@ -167,7 +203,7 @@ def _jsonable(value):
 
 def stem(kind: str, device: torch.device, dtype: str, layout: str, pass_: Optional[str], batch: int) -> str:
     """File name stem encoding what was measured: layers-nvidia-h100-80gb-hbm3-bf16-channels_last-forward-b32,
-    layers-cpu-t2-fp32-nchw-forward-b2 (CPU runs add their thread count)."""
+    layers-cpu-amd-epyc-avx512-bf16-t2-fp32-nchw-forward-b2 (CPU runs add their thread count)."""
     device_tag = device_slug(device) + ("" if device.type == "cuda" else f"-t{torch.get_num_threads()}")
     parts = [kind, device_tag, dtype, layout] + ([pass_] if pass_ else []) + [f"b{batch}"]
     return "-".join(parts)

@@ -50,8 +50,14 @@ def _rank(run):
             pos("dtype", cfg["dtype"]), pos("layout", cfg["layout"]), cfg["batch"])
 
 
-def _device(env):
-    return env["device"] if env["device_type"] == "cuda" else f"{env['device']} ({env['threads']} threads)"
+def _device(run):
+    """The device as the tables name it; a CPU with its ISA tier (results of different CPUs never share a row)."""
+    env = run["environment"]
+    if env["device_type"] == "cuda":
+        return env["device"]
+    # Results from before the tier was recorded lie in a folder named for it (cpu-<model>-<tier>).
+    tier = env.get("cpu_isa_tier") or os.path.basename(os.path.dirname(run["_path"])).rsplit("-", 1)[-1]
+    return f"{env['device']}, {tier} ({env['threads']} threads)"
 
 
 def _commit(env):
@@ -74,7 +80,7 @@ def layers_table(runs, base_dir):
     for run in sorted(runs, key=_rank):
         cfg, env, s = run["config"], run["environment"], run["summary"]
         cuda = env["device_type"] == "cuda"
-        device = _device(env)
+        device = _device(run)
         n_layers = f"{s['layers']} (filter {cfg['layers_filter']!r})" if cfg.get("layers_filter") else s["layers"]
         slowest = f"{s['min_speedup_vs_conv_layer']} {bu.fmt(s['min_speedup_vs_conv'], '.2f')}×" if s["min_speedup_vs_conv_layer"] else "—"
         lines.append(
@@ -102,7 +108,7 @@ def e2e_table(runs, base_dir):
         for r in run["models"]:
             inf, tr = r["ms"].get("inference", {}), r["ms"].get("train_step", {})
             lines.append(
-                f"| {_device(env)} | {r['model']} | {cfg['dtype']} | {cfg['layout']} | {cfg['batch']} | "
+                f"| {_device(run)} | {r['model']} | {cfg['dtype']} | {cfg['layout']} | {cfg['batch']} | "
                 f"{bu.fmt(inf.get('torchvision'), '.2f')} → {bu.fmt(inf.get('converted'), '.2f')} | "
                 f"**{bu.fmt(inf.get('speedup'), '.2f', '×')}** | {bu.fmt(inf.get('speedup_tuned'), '.2f', '×')} | "
                 f"{bu.fmt(tr.get('torchvision'), '.2f')} → {bu.fmt(tr.get('converted'), '.2f')} | "

@@ -62,10 +62,11 @@ POINTWISE_TARGET_AVX512_BF16 void micro_kernel_avx512_bf16(int64_t depth, const 
   micro_kernel<Tile>(depth, a, a_line_stride, a_depth_stride, b, b_depth_stride, partial, c, c_row_stride);
 }
 
-template void micro_kernel_avx512_bf16<Avx512Tile>(int64_t, const c10::BFloat16*, int64_t, int64_t,
-                                                   const c10::BFloat16*, int64_t, const float*, float*, int64_t);
-template void micro_kernel_avx512_bf16<Avx512NarrowTile>(int64_t, const c10::BFloat16*, int64_t, int64_t,
-                                                         const c10::BFloat16*, int64_t, const float*, float*, int64_t);
+template void micro_kernel_avx512_bf16<Avx512Bf16Tile>(int64_t, const c10::BFloat16*, int64_t, int64_t,
+                                                       const c10::BFloat16*, int64_t, const float*, float*, int64_t);
+template void micro_kernel_avx512_bf16<Avx512Bf16NarrowTile>(int64_t, const c10::BFloat16*, int64_t, int64_t,
+                                                             const c10::BFloat16*, int64_t, const float*, float*,
+                                                             int64_t);
 
 }  // namespace pointwise::cpu
 

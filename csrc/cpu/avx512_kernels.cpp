@@ -2,6 +2,8 @@
 // Every function here carries the AVX-512 target attribute.
 #include "cpu/avx512_kernels.h"
 
+#include "cpu/avx512_bf16_kernels.h"
+
 #ifdef POINTWISE_CPU_X86
 
 #include <immintrin.h>
@@ -43,6 +45,8 @@ POINTWISE_TARGET_AVX512 void store_row_avx512(const float* z, c10::Half* dst, in
   template void finish_in_place_avx512<Tile>(float*, int64_t, const float*, bool, const float*, Activation);
 POINTWISE_AVX512_TILE(Avx512Tile)
 POINTWISE_AVX512_TILE(Avx512NarrowTile)
+POINTWISE_AVX512_TILE(Avx512Bf16Tile)  // the AVX512-BF16 set's epilogues
+POINTWISE_AVX512_TILE(Avx512Bf16NarrowTile)
 
 }  // namespace pointwise::cpu
 

@@ -13,10 +13,6 @@
 
 #include "epilogue.h"
 
-// Values of these types pass by value between always-inline functions only, so the warning that
-// their ABI differs without AVX enabled concerns no call that is ever made.
-#pragma GCC diagnostic ignored "-Wpsabi"
-
 namespace pointwise::cpu {
 
 template <typename T, int kLanes>
