@@ -64,6 +64,7 @@ at::Tensor activation_grad(const at::Tensor& grad_output, Activation activation,
       return grad_output * s * (1 + z * (1 - s));
     }
     case Activation::kGELU: return at::gelu_backward(grad_output, preactivation());
+    case Activation::kHardswish: return at::hardswish_backward(grad_output, preactivation());
   }
   TORCH_INTERNAL_ASSERT(false, "unknown activation");
 }
@@ -81,7 +82,7 @@ struct ConvForward : torch::autograd::Function<ConvForward> {
       output = call_conv_forward(input, weight, bias, residual, stride, padding, groups, activation);
     }
     const Activation act = parse_activation(activation);
-    const bool recompute = act == Activation::kSiLU || act == Activation::kGELU;
+    const bool recompute = act == Activation::kSiLU || act == Activation::kGELU || act == Activation::kHardswish;
     const at::Tensor& b = value_or_undefined(bias);
     const at::Tensor& r = value_or_undefined(residual);
     // grad-input reads the weight, grad-weight the input; recomputing z reads all four.

@@ -23,7 +23,8 @@ namespace pointwise {
   X(kReLU, "relu")                        \
   X(kReLU6, "relu6")                      \
   X(kSiLU, "silu")                        \
-  X(kGELU, "gelu")
+  X(kGELU, "gelu")                        \
+  X(kHardswish, "hardswish")
 
 #define POINTWISE_ACTIVATION_ENUMERATOR(enumerator, name) enumerator,
 #define POINTWISE_ACTIVATION_NAME(enumerator, name) name,
@@ -86,6 +87,10 @@ POINTWISE_HOST_DEVICE typename M::V activate(typename M::V z) {
     const V x = z * M::splat(0.70710678118654752440);
     const V q = M::erfc_nonnegative(M::abs(x));
     return M::splat(0.5) * z * M::select(x < zero, q, M::splat(2) - q);
+  } else if constexpr (A == Activation::kHardswish) {
+    // z * relu6(z + 3) / 6, as torch writes it.
+    const V t = z + M::splat(3), six = M::splat(6);
+    return z * M::select(t < zero, zero, M::select(t > six, six, t)) / six;
   } else {
     return z;
   }

@@ -1,5 +1,6 @@
 // The op schemas (one namespace, one definition each) and the pybind11 module for the helpers
 // that are not ops. The argument checks every backend shares are in conv_args.cpp.
+#include <ATen/core/enum_tag.h>
 #include <torch/extension.h>
 #include <torch/library.h>
 
@@ -12,16 +13,24 @@
 
 namespace pointwise {
 
+// Every op takes inputs of any strides and memory format (conv_args.cpp makes them dense in the
+// layout their strides suggest, and the output follows it): flexible_layout tells Inductor so,
+// which may then run the whole graph in the layout it picks for its own convolutions (channels_last
+// for an NCHW model on CPU) instead of converting every tensor before and after each of our calls.
 TORCH_LIBRARY(pointwise_cuda, m) {
+  const std::vector<at::Tag> tags = {at::Tag::flexible_layout};
   m.def(
       "conv_forward(Tensor input, Tensor weight, Tensor? bias, Tensor? residual, int[2] stride, "
-      "int[2] padding, int groups, str activation) -> Tensor");
+      "int[2] padding, int groups, str activation) -> Tensor",
+      tags);
   m.def(
       "conv_backward_input(Tensor grad_output, Tensor weight, SymInt[4] input_size, int[2] stride, "
-      "int[2] padding, int groups) -> Tensor");
+      "int[2] padding, int groups) -> Tensor",
+      tags);
   m.def(
       "conv_backward_weight(Tensor grad_output, Tensor input, int[2] stride, int[2] padding, "
-      "int groups) -> Tensor");
+      "int groups) -> Tensor",
+      tags);
 }
 
 }  // namespace pointwise

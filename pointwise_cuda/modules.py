@@ -2,12 +2,19 @@
 
 import copy
 import math
+import warnings
 from typing import Optional
 
 import torch
 from torch import nn
 
+import torch.nn.functional as F
+
 from .functional import ACTIVATIONS, _integer, _pair, _padding, pointwise_conv2d
+
+# The activations as torch applies them, for a residual added after the kernel (from_conv2d).
+_ACTIVATION_FUNCTIONS = {None: lambda z: z, "relu": F.relu, "relu6": F.relu6, "silu": F.silu,
+                         "gelu": F.gelu, "hardswish": F.hardswish}
 
 # torch.fx.symbolic_trace records calls of pointwise_conv2d from this module as graph nodes instead
 # of tracing into them (its argument checks cannot run on proxies), so converted models trace.
@@ -67,8 +74,13 @@ class PointwiseConv2d(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     @classmethod
-    def from_conv2d(cls, conv: nn.Conv2d, activation: Optional[str] = None) -> "PointwiseConv2d":
-        """A PointwiseConv2d holding the same Parameter objects as `conv` (no copy)."""
+    def from_conv2d(cls, conv: nn.Conv2d, activation: Optional[str] = None,
+                    residual_may_broadcast: bool = False) -> "PointwiseConv2d":
+        """A PointwiseConv2d holding the same Parameter objects as `conv` (no copy).
+
+        residual_may_broadcast: forward's residual may also be a tensor that only broadcasts to the
+        output (what convert(fuse=True) fuses is an add whose shapes are not known when it traces);
+        such a residual is added after the kernel, before the activation."""
         if conv.kernel_size != (1, 1) or conv.padding_mode != "zeros":
             raise ValueError(
                 f"only 1x1 convolutions with padding_mode='zeros' convert, got kernel_size={conv.kernel_size}, "
@@ -83,16 +95,27 @@ class PointwiseConv2d(nn.Module):
         layer.dilation = tuple(conv.dilation)
         layer.groups = conv.groups
         layer.activation = activation
+        layer.residual_may_broadcast = residual_may_broadcast
         layer.weight = conv.weight
         layer.bias = conv.bias
         layer.train(conv.training)
         return layer
 
+    residual_may_broadcast = False
+
     def forward(self, input: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.residual_may_broadcast and residual is not None and residual.shape != self._output_shape(input):
+            out = pointwise_conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            return _ACTIVATION_FUNCTIONS[self.activation](out + residual)
         return pointwise_conv2d(
             input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
             activation=self.activation, residual=residual,
         )
+
+    def _output_shape(self, input: torch.Tensor):
+        h, w = input.shape[-2:]
+        size = [(h + 2 * self.padding[0] - 1) // self.stride[0] + 1, (w + 2 * self.padding[1] - 1) // self.stride[1] + 1]
+        return torch.Size([*input.shape[:-3], self.out_channels, *size])
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
@@ -120,14 +143,38 @@ def _convertible(module: nn.Module) -> bool:
             and isinstance(module._parameters.get("weight"), nn.Parameter) and not _has_hooks(module))
 
 
-def convert(model: nn.Module, inplace: bool = False) -> nn.Module:
+def convert(model: nn.Module, inplace: bool = False, fuse: bool = False) -> nn.Module:
     """`model` with every 1x1 nn.Conv2d (padding_mode 'zeros') replaced by a PointwiseConv2d.
 
     The replacements hold the same parameters; every other layer is untouched, and so are the 1x1
     convolutions with hooks or a computed weight (spectral_norm, weight_norm, pruning,
     parametrizations), whose replacement would skip them. With inplace=False (the default) the model
     is deep-copied first and the original is left as it was.
+
+    fuse=True, for inference: the model must be in eval mode (model.eval()). It is traced with
+    torch.fx; every BatchNorm that follows a convolution is folded into it, and each 1x1
+    convolution's epilogue takes the residual add and the activation (relu, relu6, silu, gelu,
+    hardswish) that follow it (fusion.py). The result is a torch.fx.GraphModule whose
+    `fusion_report` (a FusionReport) lists what was fused and what was not; a warning names the
+    parts not fused. The numbers are the model's, rounded as the folded weights round.
     """
+    if fuse:
+        from . import fusion
+
+        training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
+        if training:
+            raise ValueError(
+                "convert(model, fuse=True) folds BatchNorm statistics into the convolutions, which only "
+                f"an eval-mode model allows: call model.eval() first (in training mode: {', '.join(training[:3])}"
+                f"{', ...' if len(training) > 3 else ''})")
+        report = fusion.FusionReport()
+        fused = fusion.fuse(model if inplace else copy.deepcopy(model), report)
+        fused.fusion_report = report
+        if report.not_fused:
+            warnings.warn(f"convert(fuse=True) left {len(report.not_fused)} parts unfused "
+                          f"(model.fusion_report lists them): {'; '.join(report.not_fused[:3])}"
+                          f"{'; ...' if len(report.not_fused) > 3 else ''}", stacklevel=2)
+        return fused
     if not inplace:
         model = copy.deepcopy(model)
     if _convertible(model):

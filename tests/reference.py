@@ -11,7 +11,7 @@ HAS_CUDA = torch.cuda.is_available()
 # Every device-parametrised test runs on the CPU, and on CUDA where a GPU is present.
 DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
 
-ACTIVATIONS = [None, "relu", "relu6", "silu", "gelu"]
+ACTIVATIONS = [None, "relu", "relu6", "silu", "gelu", "hardswish"]
 
 # Relative error bounds (||out - ref|| / ||ref||) against a float64 reference.
 TOL = {
@@ -178,6 +178,8 @@ def act64(y: torch.Tensor, activation: Optional[str]) -> torch.Tensor:
         return F.silu(y)
     if activation == "gelu":
         return F.gelu(y, approximate="none")
+    if activation == "hardswish":
+        return F.hardswish(y)
     raise AssertionError(activation)
 
 

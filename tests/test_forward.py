@@ -4,6 +4,8 @@ Every call also checks the output's dtype, device and memory format (against F.c
 the same input) and that no input was modified.
 """
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -123,6 +125,9 @@ def test_forward_low_precision(device, dtype, case, layout):
     # The reference is computed from the same low-precision values, upcast to float64.
     index = CASES.index(case)
     activation = ACTIVATIONS[index % len(ACTIVATIONS)]
+    if math.prod(case.output_shape) < 64:
+        # A handful of outputs may all be negative: a ReLU would leave nothing to compare.
+        activation = None
     residual = index % 2 == 1
     x, w, b, r = _inputs(case, layout, dtype, device, bias=index % 3 != 2, residual=residual)
     _check_call(case, x, w, b, r, activation, TOL[dtype])

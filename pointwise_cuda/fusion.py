@@ -1,0 +1,158 @@
+"""Inference fusion: the BatchNorm, activation and residual add around each 1x1 convolution folded into
+one pointwise_conv2d call (convert(model, fuse=True) is the public way in).
+
+On a model in eval mode, traced with torch.fx (symbolic_trace): torch.fx.experimental.optimization.fuse
+folds every BatchNorm that follows a convolution into its weight and bias (the 3x3 ones too); then
+each 1x1 nn.Conv2d becomes a PointwiseConv2d whose epilogue takes the add that follows it (its other
+operand is the residual) and the activation after that, where they are the convolution's only users:
+ResNet's bottleneck (conv, BN, add, ReLU) and downsample branch, MobileNetV2's inverted residual (conv,
+BN, add), EfficientNet's MBConv (conv, BN, SiLU; the identity that StochasticDepth is in eval).
+A part that does not trace is fused part by part (its children), and what could not be fused is
+listed in the model's `fusion_report` and in a warning.
+"""
+
+import dataclasses
+import operator
+import warnings
+from typing import List, Optional
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+from torch.fx.experimental import optimization
+
+# The activations the epilogue applies, as modules and as functions, by the op's names.
+_ACTIVATION_MODULES = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.SiLU: "silu", nn.Hardswish: "hardswish"}
+_ACTIVATION_FUNCTIONS = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.silu: "silu",
+                         F.hardswish: "hardswish", F.gelu: "gelu"}
+_ADDS = (operator.add, operator.iadd, torch.add)
+
+
+@dataclasses.dataclass
+class FusionReport:
+    """What convert(model, fuse=True) did: `fused` has one line per 1x1 convolution that became a
+    PointwiseConv2d (with what its epilogue took), `not_fused` what was left as it was, and why."""
+
+    fused: List[str] = dataclasses.field(default_factory=list)
+    not_fused: List[str] = dataclasses.field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"{len(self.fused)} pointwise convolutions fused:"] + [f"  {line}" for line in self.fused]
+        if self.not_fused:
+            lines += [f"{len(self.not_fused)} parts not fused:"] + [f"  {line}" for line in self.not_fused]
+        return "\n".join(lines)
+
+
+def fuse(model: nn.Module, report: FusionReport) -> nn.Module:
+    """`model` (in eval mode, already a copy) with its pointwise convolutions fused; parts that do not
+    trace are fused child by child."""
+    try:
+        traced = torch.fx.symbolic_trace(model)
+    except Exception as error:  # noqa: BLE001 -- any tracing failure: fuse the parts instead
+        children = list(model.named_children())
+        if not children:
+            report.not_fused.append(f"{type(model).__name__}: does not trace ({type(error).__name__}: {error})"[:300])
+            return model
+        for name, child in children:
+            sub = FusionReport()
+            setattr(model, name, fuse(child, sub))
+            report.fused += [f"{name}.{line}" for line in sub.fused]
+            report.not_fused += [f"{name}.{line}" for line in sub.not_fused]
+        report.not_fused.append(f"{type(model).__name__} itself does not trace: its children were fused one by one")
+        return model
+    _drop_eval_identities(traced)
+    modules = dict(traced.named_modules())
+    with_bn = {node.target for node in traced.graph.nodes if node.op == "call_module"
+               and isinstance(modules[node.target], nn.Conv2d) and (user := _only_user(node)) is not None
+               and user.op == "call_module" and isinstance(modules[user.target], nn.BatchNorm2d)}
+    folded = optimization.fuse(traced, inplace=True, no_trace=True)
+    _fuse_pointwise(folded, report, with_bn)
+    return folded
+
+
+def _drop_eval_identities(gm: torch.fx.GraphModule) -> None:
+    """Removes what is the identity in eval mode (torchvision's stochastic_depth with training=False,
+    nn.Identity, nn.Dropout), so that a convolution and the add after it meet."""
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        identity = False
+        if node.op == "call_function" and getattr(node.target, "__name__", "") == "stochastic_depth":
+            training = node.kwargs.get("training", node.args[3] if len(node.args) > 3 else True)
+            identity = training is False
+        elif node.op == "call_module" and isinstance(modules.get(node.target), (nn.Identity, nn.Dropout)):
+            identity = True
+        if identity and node.args and isinstance(node.args[0], torch.fx.Node):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+    gm.graph.lint()
+
+
+def _activation_of(node: torch.fx.Node, modules) -> Optional[str]:
+    if node.op == "call_module":
+        module = modules.get(node.target)
+        if type(module) in _ACTIVATION_MODULES:
+            return _ACTIVATION_MODULES[type(module)]
+        if type(module) is nn.GELU and module.approximate == "none":
+            return "gelu"
+    elif node.op == "call_function" and node.target in _ACTIVATION_FUNCTIONS:
+        if node.target is F.gelu and node.kwargs.get("approximate", "none") != "none":
+            return None
+        return _ACTIVATION_FUNCTIONS[node.target]
+    return None
+
+
+def _only_user(node: torch.fx.Node) -> Optional[torch.fx.Node]:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def _residual_of(add: torch.fx.Node, operand: torch.fx.Node) -> Optional[torch.fx.Node]:
+    """The other operand of `add` if it is a plain sum of two tensors, one of them `operand`."""
+    if add.op != "call_function" or add.target not in _ADDS or len(add.args) != 2 or add.kwargs:
+        return None
+    a, b = add.args
+    other = b if a is operand else a if b is operand else None
+    return other if isinstance(other, torch.fx.Node) and other is not operand else None
+
+
+def _fuse_pointwise(gm: torch.fx.GraphModule, report: FusionReport, with_bn) -> None:
+    """Each 1x1 convolution of gm becomes a PointwiseConv2d with the add and activation after it;
+    `with_bn`: the convolutions whose BatchNorm optimization.fuse folded, for the report."""
+    from .modules import PointwiseConv2d, _convertible
+
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not _convertible(modules.get(node.target)):
+            continue
+        conv = modules[node.target]
+        chain, residual, activation = [node], None, None
+        user = _only_user(node)
+        if user is not None and (other := _residual_of(user, node)) is not None:
+            chain.append(user)
+            residual = other
+            user = _only_user(user)
+        if user is not None and (act := _activation_of(user, modules)) is not None:
+            chain.append(user)
+            activation = act
+        elif user is not None and user.op == "call_module" and \
+                type(modules[user.target]).__module__ == "torch.nn.modules.activation":
+            report.not_fused.append(f"{user.target}: {type(modules[user.target]).__name__} after {node.target} "
+                                    "is not an activation the epilogue has")
+        # The add's shapes are not known when tracing: a residual that only broadcasts to the output
+        # is added after the kernel (pointwise_conv2d takes one of the output's shape).
+        gm.add_submodule(node.target, PointwiseConv2d.from_conv2d(conv, activation=activation,
+                                                                  residual_may_broadcast=residual is not None))
+        with gm.graph.inserting_after(chain[-1]):
+            fused = gm.graph.call_module(node.target, (node.args[0],) if residual is None else (node.args[0], residual))
+        chain[-1].replace_all_uses_with(fused)
+        for dead in reversed(chain):  # each one's only user was the next
+            gm.graph.erase_node(dead)
+        parts = ["BatchNorm folded" if node.target in with_bn else "no BatchNorm"]
+        if residual is not None:
+            parts.append(f"+ residual {residual.name}")
+        if activation is not None:
+            parts.append(activation)
+        report.fused.append(f"{node.target} ({conv.in_channels}->{conv.out_channels}): " + ", ".join(parts))
+    gm.graph.lint()
+    gm.recompile()

@@ -1,0 +1,139 @@
+"""convert(model, fuse=True): BatchNorm folded, activations and residual adds in the epilogue, on
+torchvision's models (weights=None, BatchNorm statistics randomised so that folding them matters),
+equal to the original in float64, with what was not fused reported; and fused models under
+torch.compile(fullgraph=True) and torch.export."""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pointwise_cuda as pw
+from reference import assert_rel_close
+
+torchvision = pytest.importorskip("torchvision")
+
+# model -> (pointwise convolutions fused with a residual, with an activation, parts left unfused)
+MODELS = {
+    "resnet50": (16, 32, 0),
+    "mobilenet_v2": (10, 17, 0),
+    "efficientnet_b0": (9, 32, 16),        # the squeeze-excite Sigmoids stay apart
+    "shufflenet_v2_x1_0": (0, 36, 0),
+    "mobilenet_v3_small": (6, 20, 9),      # the squeeze-excite Hardsigmoids stay apart
+}
+
+
+def _model(name):
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None).double().eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):  # as a trained model's: folding them changes the weights
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return model
+
+
+def _fuse(model):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fused = pw.convert(model, fuse=True)
+    return fused, [w for w in caught if "convert(fuse=True)" in str(w.message)]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_fused_model_equals_the_original_in_float64(name, layout):
+    model = _model(name)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    if layout == "channels_last":
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    fused, caught = _fuse(model)
+    with torch.no_grad():
+        assert_rel_close(fused(x), model(x), 1e-12, f"fused {name}")
+    report = fused.fusion_report
+    with_residual = sum("+ residual" in line for line in report.fused)
+    with_activation = sum(line.endswith(("relu", "relu6", "silu", "gelu", "hardswish")) for line in report.fused)
+    assert (with_residual, with_activation, len(report.not_fused)) == MODELS[name], str(report)
+    assert len(caught) == (1 if report.not_fused else 0)
+    # Every BatchNorm is folded (the 3x3 convolutions' too) and every 1x1 convolution converted.
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert not any(type(m) is nn.Conv2d and m.kernel_size == (1, 1) for m in fused.modules())
+
+
+def test_the_original_model_is_left_as_it_was():
+    model = _model("mobilenet_v2")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _fuse(model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_a_model_in_training_mode_is_refused():
+    model = _model("resnet50").train()
+    with pytest.raises(ValueError, match=r"eval-mode model.*call model\.eval\(\) first"):
+        pw.convert(model, fuse=True)
+
+
+class _Untraceable(nn.Module):
+    """Control flow on a tensor's value: symbolic_trace fails on the whole, its children trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(4, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.head = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        y = self.block(x)
+        return self.head(y) if y.sum() > 0 else self.head(-y)
+
+
+def test_a_part_that_does_not_trace_is_reported_and_its_children_fused():
+    torch.manual_seed(0)
+    model = _Untraceable().double().eval()
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    fused, caught = _fuse(model)
+    assert len(caught) == 1 and "does not trace" in str(caught[0].message)
+    assert any("does not trace" in line for line in fused.fusion_report.not_fused)
+    assert sum("relu" in line for line in fused.fusion_report.fused) == 1  # the block's conv, BN, ReLU
+    with torch.no_grad():
+        assert_rel_close(fused(x), model(x), 1e-12, "partly fused")
+
+
+class _BroadcastAdd(nn.Module):
+    """An add after a 1x1 convolution whose other operand only broadcasts (a per-channel offset)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 6, 1)
+        self.offset = nn.Parameter(torch.randn(1, 6, 1, 1))
+
+    def forward(self, x):
+        return F.relu(self.conv(x) + self.offset.expand(1, 6, 1, 1))
+
+
+def test_a_residual_that_only_broadcasts_gives_the_same_numbers():
+    torch.manual_seed(0)
+    model = _BroadcastAdd().double().eval()
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    fused, _ = _fuse(model)
+    with torch.no_grad():
+        assert_rel_close(fused(x), model(x), 1e-12, "broadcast residual")
+
+
+def test_compile_fullgraph_and_export_of_a_fused_model():
+    model = _model("mobilenet_v2").float()
+    fused, _ = _fuse(model)
+    x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = fused(x)
+        torch._dynamo.reset()
+        compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
+        assert_rel_close(compiled(x), expected, 1e-5, "compiled fused model")
+    program = torch.export.export(fused, (x,))
+    ops = [n.target for n in program.graph.nodes if n.op == "call_function"]
+    assert ops.count(torch.ops.pointwise_cuda.conv_forward.default) == 34
+    assert_rel_close(program.module()(x), expected, 1e-5, "exported fused model")
