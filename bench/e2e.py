@@ -1,14 +1,21 @@
-"""End to end: torchvision MobileNetV2 and ResNet-50 after pointwise_cuda.convert() against the unconverted model.
+"""End to end: torchvision models against what this package makes of them, and against torch.compile.
 
+    python bench/e2e.py --device cpu --threads 2 --batch 4 --dtype bf16 --layout channels_last
     python bench/e2e.py --device cuda --dtype bf16 --layout channels_last --batch 32
-    python bench/e2e.py --device cpu --batch 2
 
-For each model (weights=None, random init, 224x224 random images): inference (eval mode, no_grad)
-and one training step (forward, cross-entropy, backward, SGD step), each the median time of the
-step from pointwise_cuda.timing.median_ms. The converted model is a deep copy with the same
-weights; its eval output is checked against the original's before timing. On CUDA each step is
-also timed "tuned": torch.backends.cudnn.benchmark and pointwise_cuda.set_autotune both on, so
-that each side runs the kernels its own tuner picks (the warm-up calls tune).
+For each model (weights=None, random init with calibrated BatchNorm statistics, 224x224 random
+images), inference (eval mode, no_grad) of each variant, in one run:
+  torchvision           the model as torchvision builds it, eager
+  converted             pointwise_cuda.convert(model): every 1x1 conv ours
+  fused                 pointwise_cuda.convert(model, fuse=True): BatchNorm folded, adds and activations
+                        in our epilogue
+  compiled_torchvision  torch.compile(model)
+  compiled_fused        torch.compile(fused)
+  frozen_torchvision    torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(model))) (CPU)
+and one training step (forward, cross-entropy, backward, SGD step) of torchvision's and the converted
+model; each the median time of the step from pointwise_cuda.timing.median_ms. Every variant's eval
+output is checked against the torchvision model's in float64 before it is timed. On CUDA the eager
+steps are also timed "tuned": torch.backends.cudnn.benchmark and pointwise_cuda.set_autotune on.
 Writes <out>/e2e-<device>-<dtype>-<layout>-b<batch>.{json,md}.
 """
 
@@ -27,8 +34,10 @@ import benchutil as bu  # noqa: E402
 import pointwise_cuda as pw  # noqa: E402
 from pointwise_cuda.timing import median_ms  # noqa: E402
 
-MODELS = ("mobilenet_v2", "resnet50")
-TOLERANCE = {"fp32": 1e-4, "tf32": 1e-2, "bf16": 5e-2, "fp16": 1e-2}  # whole network, eval mode, vs the original
+MODELS = ("mobilenet_v2", "resnet50", "efficientnet_b0", "shufflenet_v2_x1_0")
+# Whole network, eval mode, against the torchvision model in float64 (bf16 rounds every layer's output).
+TOLERANCE = {"fp32": 1e-4, "tf32": 1e-2, "bf16": 1e-1, "fp16": 2e-2}
+INFERENCE = ("torchvision", "converted", "fused", "compiled_torchvision", "compiled_fused", "frozen_torchvision")
 
 
 def build(name, device, dtype, memory_format):
@@ -93,30 +102,60 @@ def tuned(step):
     return run
 
 
+def inference_variant(which, base, device):
+    """The model `which` names (INFERENCE), built from the calibrated torchvision model `base`."""
+    import warnings
+
+    if which == "torchvision":
+        return base
+    if which == "converted":
+        return pw.convert(base)
+    if which == "fused":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the report's warning: the JSON records what was fused
+            return pw.convert(base, fuse=True)
+    if which == "compiled_torchvision":
+        return torch.compile(base)
+    if which == "compiled_fused":
+        return torch.compile(inference_variant("fused", base, device))
+    if which == "frozen_torchvision":
+        if device.type == "cuda":
+            raise NotImplementedError("torch.jit.optimize_for_inference is a CPU path here")
+        return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(base.eval())))
+    raise ValueError(which)
+
+
 def bench_model(name, args, device, dtype, memory_format) -> dict:
     torch.manual_seed(1)
     x = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device).to(dtype)
     x = x.contiguous(memory_format=memory_format)
     base = build(name, device, dtype, memory_format)
     calibrate_batchnorm(base, x)
-    converted = pw.convert(base)  # a deep copy: the same weights and statistics
-    n_converted = sum(isinstance(m, pw.PointwiseConv2d) for m in converted.modules())
+    base.eval()
+    with torch.no_grad():  # the float64 reference: the same weights and statistics, the same images
+        import copy
+
+        ref = copy.deepcopy(base).double()(x.double()).double()
     target = torch.randint(0, 1000, (args.batch,), device=device)
 
-    rec = {"model": name, "converted_layers": n_converted, "ms": {}, "errors": {}}
-    base.eval(), converted.eval()
-    with torch.no_grad():
-        ref = base(x).double()
-        rec["rel_err"] = ((converted(x).double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
-        if args.tuned:
-            out = tuned(lambda: converted(x))().double()
-            rec["rel_err_tuned"] = ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
-    rec["check_ok"] = max(rec["rel_err"], rec.get("rel_err_tuned", 0.0)) <= TOLERANCE[args.dtype]
-
-    steps = {
-        ("inference", "torchvision"): inference_step(base, x),
-        ("inference", "converted"): inference_step(converted, x),
-    }
+    rec = {"model": name, "ms": {}, "rel_err": {}, "errors": {}, "check_ok": True}
+    steps = {}
+    for which in args.variants:
+        try:
+            model = inference_variant(which, base, device)
+            with torch.no_grad():
+                out = model(x).double()
+            err = ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+        except Exception as e:  # noqa: BLE001 (recorded: the variant is not timed)
+            rec["errors"][f"inference/{which}"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            continue
+        rec["rel_err"][which] = err
+        rec["check_ok"] &= err <= TOLERANCE[args.dtype]
+        if which == "converted":
+            rec["converted_layers"] = sum(isinstance(m, pw.PointwiseConv2d) for m in model.modules())
+        if which == "fused":
+            rec["fusion"] = {"fused": len(model.fusion_report.fused), "not_fused": model.fusion_report.not_fused}
+        steps[("inference", which)] = inference_step(model, x)
     if not args.inference_only:
         # Separate copies for training, so the steps that change the weights leave the eval copies alone.
         base_t = build(name, device, dtype, memory_format)
@@ -124,11 +163,12 @@ def bench_model(name, args, device, dtype, memory_format) -> dict:
         steps[("train_step", "torchvision")] = training_step(base_t, x, target)
         steps[("train_step", "converted")] = training_step(conv_t, x, target)
     if args.tuned:
-        steps.update({(what, which + "_tuned"): tuned(step) for (what, which), step in list(steps.items())})
+        steps.update({(what, which + "_tuned"): tuned(step) for (what, which), step in list(steps.items())
+                      if which in ("torchvision", "converted", "fused")})
     rounds = {}
-    for _ in range(args.rounds):  # interleaved, so that noise lands on both sides
+    for _ in range(args.rounds):  # interleaved, so that noise lands on every variant
         for key, step in steps.items():
-            if key in rec["errors"]:
+            if "/".join(key) in rec["errors"]:
                 continue
             try:
                 rounds.setdefault(key, []).append(median_ms(step, device, warmup=args.warmup, repeat=args.repeat))
@@ -137,10 +177,8 @@ def bench_model(name, args, device, dtype, memory_format) -> dict:
     for (what, which), times in rounds.items():
         rec["ms"].setdefault(what, {})[which] = statistics.median(times)
     for what, ms in rec["ms"].items():
-        if "torchvision" in ms and "converted" in ms:
-            ms["speedup"] = ms["torchvision"] / ms["converted"]
-        if "torchvision_tuned" in ms and "converted_tuned" in ms:
-            ms["speedup_tuned"] = ms["torchvision_tuned"] / ms["converted_tuned"]
+        base_ms = ms.get("torchvision")
+        rec.setdefault("speedup", {})[what] = {k: base_ms / v for k, v in ms.items() if base_ms and k != "torchvision"}
     return rec
 
 
@@ -149,34 +187,38 @@ def markdown(result) -> str:
     load = result.get("loadavg_1min") or {}
     load = "" if env["device_type"] == "cuda" else (
         f" (1-minute load average {load.get('start')} at the start, {load.get('end')} at the end, on {env.get('cpu_count')} CPUs)")
+    device = env["device"] if env["device_type"] == "cuda" else f"{env['device']}, {env.get('cpu_isa_tier')}"
+    variants = [v for v in INFERENCE if any(v in r["ms"].get("inference", {}) for r in result["models"])]
     lines = [
-        f"### end to end · {cfg['dtype']} · {cfg['layout']} · batch {cfg['batch']} · {env['device']}",
+        f"### end to end · {cfg['dtype']} · {cfg['layout']} · batch {cfg['batch']} · {device}",
         "",
         f"torch {env['torch']}, CUDA {env['cuda']}, commit `{(env['commit'] or 'none')[:12]}`"
         f"{' (dirty)' if env['dirty'] else ''}, {env['threads']} CPU threads{load}, {cfg['image_size']}x{cfg['image_size']} images.",
         "",
-        "| model | 1x1 convs converted | step | ms torchvision | ms converted | × | "
-        "ms torchvision tuned | ms converted tuned | × tuned |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "Inference, ms (× torchvision eager):",
+        "",
+        "| model | " + " | ".join(variants) + " |",
+        "|---|" + "---:|" * len(variants),
     ]
     for r in result["models"]:
-        for what in ("inference", "train_step"):
-            ms = r["ms"].get(what, {})
-            lines.append(
-                f"| {r['model']}{'' if r['check_ok'] else ' ⚠'} | {r['converted_layers']} | {what} | "
-                f"{bu.fmt(ms.get('torchvision'), '.2f')} | {bu.fmt(ms.get('converted'), '.2f')} | "
-                f"{bu.fmt(ms.get('speedup'), '.2f')} | {bu.fmt(ms.get('torchvision_tuned'), '.2f')} | "
-                f"{bu.fmt(ms.get('converted_tuned'), '.2f')} | {bu.fmt(ms.get('speedup_tuned'), '.2f')} |"
-            )
-    errors = ", ".join(f"{r['model']} {r['rel_err']:.1e}" + (f" (tuned {r['rel_err_tuned']:.1e})" if "rel_err_tuned" in r else "")
-                       for r in result["models"])
+        ms, x = r["ms"].get("inference", {}), r.get("speedup", {}).get("inference", {})
+        cells = [f"{bu.fmt(ms.get(v), '.2f')}" + (f" ({x[v]:.2f}×)" if v in x else "") for v in variants]
+        lines.append(f"| {r['model']}{'' if r['check_ok'] else ' ⚠'} | " + " | ".join(cells) + " |")
+    if any("train_step" in r["ms"] for r in result["models"]):
+        lines += ["", "Training step (forward, cross-entropy, backward, SGD), ms:", "",
+                  "| model | torchvision | converted | × |", "|---|---:|---:|---:|"]
+        for r in result["models"]:
+            ms = r["ms"].get("train_step", {})
+            lines.append(f"| {r['model']} | {bu.fmt(ms.get('torchvision'), '.2f')} | {bu.fmt(ms.get('converted'), '.2f')} | "
+                         f"{bu.fmt(r.get('speedup', {}).get('train_step', {}).get('converted'), '.2f')} |")
+    errors = "; ".join(f"{r['model']}: " + ", ".join(f"{k} {v:.1e}" for k, v in r["rel_err"].items()) for r in result["models"])
     lines += [
         "",
-        "ms: medians of the whole step. ×: torchvision time / converted time (above 1 = converted faster). "
-        "train_step: forward, cross-entropy, backward and an SGD step. tuned: cudnn.benchmark and "
-        "pointwise_cuda.set_autotune on (CUDA only). ⚠: over the tolerance.",
+        "ms: medians of the whole step. ×: torchvision eager time / the variant's (above 1 = faster). "
+        "fused: convert(model, fuse=True); compiled_*: torch.compile (Inductor); frozen_torchvision: "
+        "torch.jit.freeze + optimize_for_inference. ⚠: an output over the tolerance.",
         "",
-        f"Relative error of the converted model's eval output against the original's: {errors}.",
+        f"Relative error of each variant's eval output against the torchvision model in float64: {errors}.",
     ]
     errors = {r["model"]: r["errors"] for r in result["models"] if r["errors"]}
     if errors:
@@ -193,6 +235,7 @@ def parse_args(argv):
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--inference-only", action="store_true")
+    p.add_argument("--variants", default=",".join(INFERENCE), help=f"inference variants, from {', '.join(INFERENCE)}")
     p.add_argument("--no-tuned", dest="tuned", action="store_false",
                    help="skip the tuned timings (cudnn.benchmark + pointwise_cuda.set_autotune; CUDA only)")
     p.add_argument("--out", default=None, help="output folder (default: bench/results/<device>/)")
@@ -207,6 +250,10 @@ def parse_args(argv):
     args.repeat = args.repeat or (20 if cuda else 5)
     args.rounds = args.rounds or (1 if cuda else 2)
     args.tuned = args.tuned and cuda  # both tuners act on CUDA kernels alone
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = set(args.variants) - set(INFERENCE)
+    if unknown:
+        p.error(f"unknown variants {sorted(unknown)}: choose from {', '.join(INFERENCE)}")
     return args
 
 
@@ -226,13 +273,14 @@ def main(argv=None) -> int:
     for name in models:
         records.append(bench_model(name, args, device, dtype, memory_format))
         r = records[-1]
-        progress.update(f"{name} inference {bu.fmt(r['ms'].get('inference', {}).get('speedup'), '.2f', 'x')}")
+        progress.update(f"{name} fused {bu.fmt(r.get('speedup', {}).get('inference', {}).get('fused'), '.2f', 'x')}")
     progress.close()
     result = {
         "kind": "e2e",
         "config": {"device": str(device), "dtype": args.dtype, "layout": args.layout, "batch": args.batch,
                    "image_size": args.image_size, "warmup": args.warmup, "repeat": args.repeat, "rounds": args.rounds,
-                   "precision_flags": flags, "tuned": args.tuned, "timer": "pointwise_cuda.timing.median_ms"},
+                   "precision_flags": flags, "tuned": args.tuned, "variants": args.variants,
+                   "timer": "pointwise_cuda.timing.median_ms"},
         "environment": bu.environment(device),
         "models": records,
         "seconds": time.time() - started,

@@ -97,23 +97,31 @@ def layers_table(runs, base_dir):
     return lines
 
 
+def _speedups(record, what):
+    """{variant: torchvision eager time / the variant's} of a model's record, for one step."""
+    if "speedup" in record:
+        return record["speedup"].get(what, {})
+    ms = record["ms"].get(what, {})  # records from before the variants: only 'converted'
+    return {"converted": ms["speedup"]} if "speedup" in ms else {}
+
+
 def e2e_table(runs, base_dir):
     lines = [
-        "| device | model | dtype | layout | batch | inference ms (torchvision → converted) | × | tuned × | "
-        "train step ms (torchvision → converted) | × | tuned × | commit | |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| device | model | dtype | layout | batch | inference ms, torchvision | × converted | × fused | "
+        "× compiled torchvision | × compiled fused | × frozen torchvision | train step × converted | commit | |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for run in sorted(runs, key=_rank):
         cfg, env = run["config"], run["environment"]
         for r in run["models"]:
-            inf, tr = r["ms"].get("inference", {}), r["ms"].get("train_step", {})
+            inf, tr = _speedups(r, "inference"), _speedups(r, "train_step")
+            cells = [bu.fmt(inf.get(v), ".2f", "×") for v in
+                     ("converted", "fused", "compiled_torchvision", "compiled_fused", "frozen_torchvision")]
+            cells[1] = f"**{cells[1]}**"
             lines.append(
-                f"| {_device(run)} | {r['model']} | {cfg['dtype']} | {cfg['layout']} | {cfg['batch']} | "
-                f"{bu.fmt(inf.get('torchvision'), '.2f')} → {bu.fmt(inf.get('converted'), '.2f')} | "
-                f"**{bu.fmt(inf.get('speedup'), '.2f', '×')}** | {bu.fmt(inf.get('speedup_tuned'), '.2f', '×')} | "
-                f"{bu.fmt(tr.get('torchvision'), '.2f')} → {bu.fmt(tr.get('converted'), '.2f')} | "
-                f"**{bu.fmt(tr.get('speedup'), '.2f', '×')}** | {bu.fmt(tr.get('speedup_tuned'), '.2f', '×')} | "
-                f"{_commit(env)} | {_link(run, base_dir)} |"
+                f"| {_device(run)} | {r['model']}{'' if r.get('check_ok', True) else ' ⚠'} | {cfg['dtype']} | "
+                f"{cfg['layout']} | {cfg['batch']} | {bu.fmt(r['ms'].get('inference', {}).get('torchvision'), '.2f')} | "
+                + " | ".join(cells) + f" | {bu.fmt(tr.get('converted'), '.2f', '×')} | {_commit(env)} | {_link(run, base_dir)} |"
             )
     return lines
 
@@ -135,8 +143,10 @@ def report(results_dir, base_dir) -> str:
             "",
         ] + layers_table(layer_runs, base_dir) + [""]
     if e2e_runs:
-        lines += ["**End to end**, torchvision models after `pointwise_cuda.convert()` against unconverted "
-                  "(tuned: both with `cudnn.benchmark` and `pointwise_cuda.set_autotune(True)`, CUDA only):", ""]
+        lines += ["**End to end**, inference of torchvision models (× = torchvision eager's time / the variant's; "
+                  "converted: `pointwise_cuda.convert(model)`; fused: `convert(model, fuse=True)`, BatchNorm folded "
+                  "and adds and activations in our epilogue; compiled: `torch.compile`; frozen: "
+                  "`torch.jit.freeze` + `optimize_for_inference`, CPU), and a training step of the converted model:", ""]
         lines += e2e_table(e2e_runs, base_dir) + [""]
     lines.append("Times are medians from `pointwise_cuda.timing.median_ms` (L2 flushed between calls on CUDA). "
                  "See bench/README.md for the method and bench/results/ for every figure.")
