@@ -35,8 +35,12 @@ import pointwise_cuda as pw  # noqa: E402
 from pointwise_cuda.timing import median_ms  # noqa: E402
 
 MODELS = ("mobilenet_v2", "resnet50", "efficientnet_b0", "shufflenet_v2_x1_0")
-# Whole network, eval mode, against the torchvision model in float64 (bf16 rounds every layer's output).
+# Whole network, eval mode, against the torchvision model in float64. bf16 rounds every layer's
+# output, so the torchvision model itself is about 0.1 off in bf16, and folding BatchNorm into
+# weights rounded to bf16 (fused, frozen_torchvision) adds 10-30% to that: a variant passes within
+# TOLERANCE or within ERROR_SLACK times the torchvision model's own error in the same dtype.
 TOLERANCE = {"fp32": 1e-4, "tf32": 1e-2, "bf16": 1e-1, "fp16": 2e-2}
+ERROR_SLACK = 1.5
 INFERENCE = ("torchvision", "converted", "fused", "compiled_torchvision", "compiled_fused", "frozen_torchvision")
 
 
@@ -150,7 +154,7 @@ def bench_model(name, args, device, dtype, memory_format) -> dict:
             rec["errors"][f"inference/{which}"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
             continue
         rec["rel_err"][which] = err
-        rec["check_ok"] &= err <= TOLERANCE[args.dtype]
+        rec["check_ok"] &= err <= max(TOLERANCE[args.dtype], ERROR_SLACK * rec["rel_err"].get("torchvision", 0.0))
         if which == "converted":
             rec["converted_layers"] = sum(isinstance(m, pw.PointwiseConv2d) for m in model.modules())
         if which == "fused":
@@ -254,6 +258,7 @@ def parse_args(argv):
     unknown = set(args.variants) - set(INFERENCE)
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}: choose from {', '.join(INFERENCE)}")
+    args.variants = [v for v in INFERENCE if v in args.variants]  # torchvision first: the others' errors are judged by it
     return args
 
 
