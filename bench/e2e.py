@@ -180,10 +180,18 @@ def bench_model(name, args, device, dtype, memory_format) -> dict:
                 rec["errors"]["/".join(key)] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     for (what, which), times in rounds.items():
         rec["ms"].setdefault(what, {})[which] = statistics.median(times)
+        rec.setdefault("ms_rounds", {}).setdefault(what, {})[which] = times
     for what, ms in rec["ms"].items():
         base_ms = ms.get("torchvision")
         rec.setdefault("speedup", {})[what] = {k: base_ms / v for k, v in ms.items() if base_ms and k != "torchvision"}
     return rec
+
+
+def _worst_spread(rec):
+    """The largest (max - min) / median of a variant's round medians, or None with one round."""
+    spreads = [(max(t) - min(t)) / statistics.median(t) for by_variant in rec["ms_rounds"].values()
+               for t in by_variant.values() if len(t) > 1]
+    return max(spreads) if spreads else None
 
 
 def markdown(result) -> str:
@@ -216,6 +224,11 @@ def markdown(result) -> str:
             lines.append(f"| {r['model']} | {bu.fmt(ms.get('torchvision'), '.2f')} | {bu.fmt(ms.get('converted'), '.2f')} | "
                          f"{bu.fmt(r.get('speedup', {}).get('train_step', {}).get('converted'), '.2f')} |")
     errors = "; ".join(f"{r['model']}: " + ", ".join(f"{k} {v:.1e}" for k, v in r["rel_err"].items()) for r in result["models"])
+    spreads = {r["model"]: _worst_spread(r) for r in result["models"] if r.get("ms_rounds")}
+    if any(s is not None for s in spreads.values()):
+        lines += ["", f"Spread between the {cfg['rounds']} interleaved rounds (max - min of the rounds' medians over "
+                  "their median), the worst variant of each model: "
+                  + ", ".join(f"{m} {s:.0%}" for m, s in spreads.items() if s is not None) + "."]
     lines += [
         "",
         "ms: medians of the whole step. ×: torchvision eager time / the variant's (above 1 = faster). "
