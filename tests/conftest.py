@@ -1,16 +1,20 @@
-"""Shared pytest setup: the --runslow option, the cuda/slow markers, per-test seeds and TF32 pinning.
+"""Shared pytest setup: the --runslow option, the cuda/slow markers, per-test seeds, TF32 pinning,
+the CPU kernel paths, and the CUDA emulator's fixtures.
 
 CUDA tests run automatically where torch.cuda.is_available(); elsewhere they are skipped with a
 reason (tests marked `cuda`) or not generated at all (the `device` parametrisations list "cuda"
 only when a GPU is present, see reference.DEVICES).
 """
 
+import os
 import zlib
 
 import pytest
 import torch
 
+import emulator
 import pointwise_cuda as pw
+from emulator import H100
 
 
 def pytest_addoption(parser):
@@ -98,3 +102,45 @@ def cpu_path(request):
     pw._C.set_cpu_isa(isa["name"])
     yield isa["name"]
     pw._C.set_cpu_isa(before)
+
+
+# ---- the CUDA emulator (tests/emulator): test_cuda_emulated.py, test_cuda_counters.py ----
+
+@pytest.fixture(scope="module")
+def emu():
+    try:
+        module = emulator.load()
+    except emulator.ToolkitNotFound as e:
+        if os.environ.get("POINTWISE_REQUIRE_EMULATOR") == "1":
+            raise
+        pytest.skip(str(e))
+    # Guard pages around every CPU tensor and NaN in new memory: a kernel access outside a tensor
+    # faults (the test process dies, the faulting test named in its traceback), and an output
+    # element never written fails the finiteness check.
+    module.guard_cpu_allocations(True)
+    yield module
+    module.guard_cpu_allocations(False)
+    module.set_device(H100)
+    module.set_copy_landing("late")
+
+
+@pytest.fixture
+def on_device(emu):
+    """Emulates the GPU of the given index for one test."""
+
+    def select(index):
+        emu.set_device(index)
+
+    yield select
+    emu.set_device(H100)
+
+
+@pytest.fixture
+def autotuning(emu):
+    """Autotuning on, from an empty cache, for one test."""
+    emu.clear_autotune_cache()
+    emu.set_autotune(True)
+    yield
+    emu.set_autotune(False)
+    emu.prefer_plan(None)
+    emu.clear_autotune_cache()

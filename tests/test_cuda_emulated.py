@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import emulator
+from emulator import FOUR_SMS, H100, SM86
 from reference import (
     ACTIVATIONS,
     SPECIAL_VALUES,
@@ -43,38 +44,6 @@ DTYPES = {
 # Grad-weight sums N * P products per element instead of C_in or C_out.
 GRAD_WEIGHT_SLACK = 4
 LAYOUTS = ["nchw", "channels_last", "misaligned_nchw", "misaligned_channels_last"]
-# The emulated GPUs (emulator.devices()): an H100, an sm_86 with 99 KB of shared memory a block
-# (the large tile does not fit for 4-byte types), and a 4-SM GPU on which small problems get large tiles.
-H100, SM86, FOUR_SMS = 0, 1, 2
-
-
-@pytest.fixture(scope="module")
-def emu():
-    try:
-        module = emulator.load()
-    except emulator.ToolkitNotFound as e:
-        if os.environ.get("POINTWISE_REQUIRE_EMULATOR") == "1":
-            raise
-        pytest.skip(str(e))
-    # Guard pages around every CPU tensor and NaN in new memory: a kernel access outside a tensor
-    # faults (the test process dies, the faulting test named in its traceback), and an output
-    # element never written fails the finiteness check.
-    module.guard_cpu_allocations(True)
-    yield module
-    module.guard_cpu_allocations(False)
-    module.set_device(H100)
-    module.set_copy_landing("late")
-
-
-@pytest.fixture
-def on_device(emu):
-    """Emulates the GPU of the given index for one test."""
-
-    def select(index):
-        emu.set_device(index)
-
-    yield select
-    emu.set_device(H100)
 
 
 def _tensor(shape, layout, dtype):
@@ -228,17 +197,6 @@ def test_early_copy_landing(emu, on_device, case, dtype_name):
         _check_ops(emu, case, dtype_name, "channels_last", activation="gelu", residual=True)
     finally:
         emu.set_copy_landing("late")
-
-
-@pytest.fixture
-def autotuning(emu):
-    """Autotuning on, from an empty cache, for one test."""
-    emu.clear_autotune_cache()
-    emu.set_autotune(True)
-    yield
-    emu.set_autotune(False)
-    emu.prefer_plan(None)
-    emu.clear_autotune_cache()
 
 
 # Small problems with several kinds of candidate plans: the forward's channel reduction splits, the

@@ -44,13 +44,13 @@ struct GemmKernel {
   __device__ static void compute_offsets(Offsets& off, const GemmProblem& p, int32_t m0, int32_t n0) {
     for (int i = threadIdx.x; i < BM; i += Cfg::kThreads) {
       const bool inside = m0 + i < p.m;
-      off.a_m[i] = inside ? p.a.rows.offset(m0 + i) : -1;
-      off.c_m[i] = inside ? p.c.rows.offset(m0 + i) : -1;
+      store_shared(off.a_m + i, inside ? p.a.rows.offset(m0 + i) : int64_t(-1));
+      store_shared(off.c_m + i, inside ? p.c.rows.offset(m0 + i) : int64_t(-1));
     }
     for (int i = threadIdx.x; i < BN; i += Cfg::kThreads) {
       const bool inside = n0 + i < p.n;
-      off.b_n[i] = inside ? p.b.cols.offset(n0 + i) : -1;
-      off.c_n[i] = inside ? p.c.cols.offset(n0 + i) : -1;
+      store_shared(off.b_n + i, inside ? p.b.cols.offset(n0 + i) : int64_t(-1));
+      store_shared(off.c_n + i, inside ? p.c.cols.offset(n0 + i) : int64_t(-1));
     }
   }
 

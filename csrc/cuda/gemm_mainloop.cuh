@@ -67,7 +67,7 @@ __device__ __forceinline__ void load_tile(T* smem, const T* gmem, const int64_t*
   // The global offset of element (o, i) of the tile, or -1 where there is nothing to read.
   auto offset = [&](int o, int i) -> int64_t {
     const int32_t k = k0 + (K_INNER ? i : o);
-    const int64_t f = fixed[K_INNER ? o : i];
+    const int64_t f = load_shared(fixed + (K_INNER ? o : i));
     const int64_t ko = k >= k_end ? -1 : R == Reduction::kChannels ? int64_t(k) * k_dim.stride : k_dim.offset(k);
     return f >= 0 && ko >= 0 ? f + ko : -1;
   };
@@ -106,14 +106,14 @@ __device__ __forceinline__ void load_tile(T* smem, const T* gmem, const int64_t*
           value[j] = from_acc<T>(0.0f);
           if (first + j < kPerThread && (kElems % THREADS == 0 || e < kElems)) {
             const int64_t at = offset(e / INNER, e % INNER);
-            if (at >= 0) value[j] = gmem[at];
+            if (at >= 0) value[j] = load_global(gmem + at);
           }
         }
 #pragma unroll
         for (int j = 0; j < kBatch; ++j) {
           const int e = threadIdx.x + (first + j) * THREADS;
           if (first + j < kPerThread && (kElems % THREADS == 0 || e < kElems))
-            smem[(e / INNER) * LD + e % INNER] = value[j];
+            store_shared(smem + (e / INNER) * LD + e % INNER, value[j]);
         }
       }
     }
@@ -158,9 +158,9 @@ struct Engine<Math::kSimt, T, Cfg, A_K, B_K> {
     for (int k = 0; k < Cfg::BK; ++k) {
       T a[TM], b[TN];
 #pragma unroll
-      for (int i = 0; i < TM; ++i) a[i] = A_K ? As[(ty + i * TY) * LDA + k] : As[k * LDA + ty + i * TY];
+      for (int i = 0; i < TM; ++i) a[i] = load_shared(A_K ? As + (ty + i * TY) * LDA + k : As + k * LDA + ty + i * TY);
 #pragma unroll
-      for (int j = 0; j < TN; ++j) b[j] = B_K ? Bs[(tx + j * TX) * LDB + k] : Bs[k * LDB + tx + j * TX];
+      for (int j = 0; j < TN; ++j) b[j] = load_shared(B_K ? Bs + (tx + j * TX) * LDB + k : Bs + k * LDB + tx + j * TX);
 #pragma unroll
       for (int i = 0; i < TM; ++i)
 #pragma unroll
@@ -173,7 +173,7 @@ struct Engine<Math::kSimt, T, Cfg, A_K, B_K> {
 #pragma unroll
     for (int i = 0; i < TM; ++i)
 #pragma unroll
-      for (int j = 0; j < TN; ++j) Cs[(ty + i * TY) * ld_m + (tx + j * TX) * ld_n] = acc[i][j];
+      for (int j = 0; j < TN; ++j) store_shared(Cs + (ty + i * TY) * ld_m + (tx + j * TX) * ld_n, acc[i][j]);
   }
 };
 
@@ -206,11 +206,11 @@ struct MmaEngine {
   }
   template <int LDA>
   __device__ __forceinline__ static T a_at(const T* As, int m, int k) {
-    return A_K ? As[m * LDA + k] : As[k * LDA + m];
+    return load_shared(A_K ? As + m * LDA + k : As + k * LDA + m);
   }
   template <int LDB>
   __device__ __forceinline__ static T b_at(const T* Bs, int k, int n) {
-    return B_K ? Bs[n * LDB + k] : Bs[k * LDB + n];
+    return load_shared(B_K ? Bs + n * LDB + k : Bs + k * LDB + n);
   }
 
   // 16-bit fragments by ldmatrix. A's 16x16 fragment at (m0, k0) is four 8x8 matrices, in register
@@ -283,10 +283,15 @@ struct MmaEngine {
 #pragma unroll
       for (int j = 0; j < NI; ++j) {
         const int m = wm * WTM + i * 16 + g, n = wn * WTN + j * 8 + 2 * t;
-        Cs[m * ld_m + n * ld_n] = acc[i][j][0];
-        Cs[m * ld_m + (n + 1) * ld_n] = acc[i][j][1];
-        Cs[(m + 8) * ld_m + n * ld_n] = acc[i][j][2];
-        Cs[(m + 8) * ld_m + (n + 1) * ld_n] = acc[i][j][3];
+        if (ld_n == 1) {  // (n, n + 1) adjacent: one 8-byte store (the tile's padding assumes it)
+          store_shared(reinterpret_cast<float2*>(Cs + m * ld_m + n), make_float2(acc[i][j][0], acc[i][j][1]));
+          store_shared(reinterpret_cast<float2*>(Cs + (m + 8) * ld_m + n), make_float2(acc[i][j][2], acc[i][j][3]));
+        } else {
+          store_shared(Cs + m * ld_m + n * ld_n, acc[i][j][0]);
+          store_shared(Cs + m * ld_m + (n + 1) * ld_n, acc[i][j][1]);
+          store_shared(Cs + (m + 8) * ld_m + n * ld_n, acc[i][j][2]);
+          store_shared(Cs + (m + 8) * ld_m + (n + 1) * ld_n, acc[i][j][3]);
+        }
       }
   }
 };

@@ -1,5 +1,6 @@
 // What gemm.cuh and gemm_launch.cuh ask of the GPU beyond CUDA C++: the PTX instructions (cp.async,
-// ldmatrix, mma.sync, the TF32 conversion) and the runtime calls that configure and launch kernels.
+// ldmatrix, mma.sync, the TF32 conversion), every other access to global and shared memory, and the
+// runtime calls that configure and launch kernels.
 //
 // tests/emulator/cuda/hardware.cuh defines the same functions for the CPU (with threadIdx,
 // __syncthreads and the rest of what nvcc provides), and comes first on the emulator's include
@@ -37,6 +38,20 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 // Waits until at most PENDING of this thread's committed groups are still in flight.
 template <int PENDING>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING)); }
+
+// ---- device: plain memory accesses -------------------------------------------------------------
+
+// Every global and shared access of the kernels other than cp.async and ldmatrix goes through
+// these: here the plain access, in the emulator a counted one (requests, 32-byte sectors, bank
+// wavefronts: tests/emulator/runtime.h).
+template <typename T>
+__device__ __forceinline__ T load_global(const T* p) { return *p; }
+template <typename T>
+__device__ __forceinline__ void store_global(T* p, const T& v) { *p = v; }
+template <typename T>
+__device__ __forceinline__ T load_shared(const T* p) { return *p; }
+template <typename T>
+__device__ __forceinline__ void store_shared(T* p, const T& v) { *p = v; }
 
 // ---- device: tensor cores ----------------------------------------------------------------------
 

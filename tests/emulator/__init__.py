@@ -4,15 +4,23 @@
 units, conv_gemm.cpp and conv_args.cpp, with this folder's cuda/hardware.cuh standing in for the
 real one: PTX instructions and kernel launches carried out by runtime.cpp. What it checks that a
 CPU test otherwise cannot: tile indexing, the cp.async pipeline, ldmatrix/mma fragment layouts,
-split-K and the epilogues, against float64 references, on every CI run. What it cannot: speed,
-registers, and memory-model or bounds errors that only a GPU (and compute-sanitizer) shows.
+split-K and the epilogues, against float64 references, on every CI run; and, with counting on,
+what each launch's memory instructions would cost (global sectors, shared-memory wavefronts: a
+model of the memory pipeline, runtime.h). What it cannot: speed, registers, and memory-model or
+bounds errors that only a GPU (and compute-sanitizer) shows.
 """
 
+import functools
 import importlib.util
 import os
 import pathlib
+import subprocess
 
 import torch.utils.cpp_extension
+
+# The emulated GPUs (devices() of the module): an H100, an sm_86 with 99 KB of shared memory a block
+# (the large tile does not fit for 4-byte types), and a 4-SM GPU on which small problems get large tiles.
+H100, SM86, FOUR_SMS = 0, 1, 2
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -68,3 +76,36 @@ def load(verbose=False):
         build_directory=str(BUILD_DIR),
         verbose=verbose,
     )
+
+
+@functools.cache
+def _symbols(library):
+    """Address -> mangled name of every function the library defines (its symbol table: the
+    emulator's kernels are hidden, so dladdr cannot name them)."""
+    out = subprocess.run(["nm", "--defined-only", library], capture_output=True, text=True, check=True).stdout
+    symbols = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] in "tTwW":
+            symbols[int(parts[0], 16)] = parts[2]
+    return symbols
+
+
+def kernel_name(module, launch):
+    """The mangled name of a launch's kernel (a dict of module.launch_counters()): the same name
+    nvcc gives the kernel in the real build, so it finds the kernel's registers in cuobjdump's report."""
+    return _symbols(module.__file__).get(launch["kernel"])
+
+
+def sector_efficiency(counts):
+    """Bytes the lanes asked for over the bytes of the sectors they touched (1.0: every byte of
+    every sector used). None where nothing was accessed."""
+    return counts["bytes"] / (32 * counts["sectors"]) if counts["sectors"] else None
+
+
+def excess_wavefronts(counts):
+    """Shared-memory wavefronts beyond one a phase (bank conflicts), over the ideal: 0.0 is
+    conflict-free, 1.0 twice the ideal. None where nothing was accessed."""
+    ideal = counts["ideal_wavefronts"]
+    return (counts["wavefronts"] - ideal) / ideal if ideal else None
+

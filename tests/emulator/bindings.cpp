@@ -2,6 +2,8 @@
 // planning (conv_gemm.cpp) around the kernels of gemm.cuh, run by the emulator on CPU tensors.
 #include <torch/extension.h>
 
+#include <dlfcn.h>
+
 #include <chrono>
 #include <optional>
 
@@ -52,6 +54,46 @@ void forward(const ForwardArgs& args) { check(cuda::gemm_forward(args, emulated_
 void backward_input(const BackwardInputArgs& args) { check(cuda::gemm_backward_input(args, emulated_device())); }
 void backward_weight(const BackwardWeightArgs& args) { check(cuda::gemm_backward_weight(args, emulated_device())); }
 
+py::dict access_counts(const emulator::AccessCounts& c) {
+  py::dict d;
+  d["requests"] = c.requests;
+  d["bytes"] = c.bytes;
+  d["sectors"] = c.sectors;
+  d["wavefronts"] = c.wavefronts;
+  d["ideal_wavefronts"] = c.ideal;
+  return d;
+}
+
+// A launch's counters (runtime.h) for Python; "kernel" is the kernel's address less this module's
+// load address, which names it in the module's symbol table (emulator.kernel_names).
+py::dict launch_counters(const emulator::LaunchRecord& r) {
+  Dl_info info{};
+  const bool found = dladdr(r.kernel, &info) != 0;
+  py::dict d;
+  d["kernel"] = found ? reinterpret_cast<uintptr_t>(r.kernel) - reinterpret_cast<uintptr_t>(info.dli_fbase) : 0;
+  d["grid"] = std::vector<unsigned>{r.grid.x, r.grid.y, r.grid.z};
+  d["threads"] = r.block.x * r.block.y * r.block.z;
+  d["smem_bytes"] = r.smem_bytes;
+  const emulator::MemoryCounters& m = r.counters;
+  d["blocks_counted"] = m.blocks;
+  py::dict by_access;
+  for (int a = 0; a < emulator::kAccessKinds; ++a)
+    by_access[emulator::access_name(static_cast<emulator::Access>(a))] = access_counts(m.by_access[a]);
+  d["access"] = by_access;
+  py::list sites;
+  for (const auto& s : m.sites) {
+    py::dict site = access_counts(s.counts);
+    site["file"] = s.file;
+    site["line"] = s.line;
+    site["access"] = emulator::access_name(s.access);
+    sites.append(site);
+  }
+  d["sites"] = sites;
+  d["unique_bytes_read"] = m.unique_bytes_read;
+  d["unique_bytes_written"] = m.unique_bytes_written;
+  return d;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -95,6 +137,26 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                        r.smem_bytes);
     return out;
   }, "The launches since clear_launches(): (grid, threads a block, dynamic shared memory bytes).");
+  m.def("set_counting", [](const std::string& which, bool run_uncounted) {
+    TORCH_CHECK(which == "off" || which == "sampled" || which == "all",
+                "counting must be 'off', 'sampled' or 'all', got '", which, "'");
+    emulator::set_counting(which == "off" ? emulator::Counting::kOff
+                           : which == "sampled" ? emulator::Counting::kSampled : emulator::Counting::kAll,
+                           run_uncounted);
+  }, py::arg("which"), py::arg("run_uncounted") = true,
+     "Memory counters for no block, the sampled blocks, or all (tests/emulator/runtime.h); with "
+     "run_uncounted=False the other blocks do not run (outputs left unwritten).");
+  m.def("count_instruction", [](const std::string& access, int bytes, const std::vector<std::pair<int, uintptr_t>>& lanes) {
+    for (int a = 0; a < emulator::kAccessKinds; ++a)
+      if (access == emulator::access_name(static_cast<emulator::Access>(a)))
+        return access_counts(emulator::count_instruction(static_cast<emulator::Access>(a), bytes, lanes));
+    TORCH_CHECK(false, "unknown access kind '", access, "'");
+  }, "The counts of one warp instruction: (lane, address) of each active lane, `bytes` each.");
+  m.def("launch_counters", [] {
+    py::list out;
+    for (const auto& r : emulator::launches()) out.append(launch_counters(r));
+    return out;
+  }, "The launches since clear_launches() with their memory counters (a model, not a measurement).");
   m.def("copies_by_size", &emulator::copies_by_size,
         "The cp.asyncs of the launches since clear_launches(), counted by size in bytes.");
   m.def("clear_launches", &emulator::clear_launches);

@@ -7,12 +7,16 @@
 #include <cuda_fp16.h>
 #include <ucontext.h>
 
+#include <algorithm>
+#include <bit>
 #include <cstring>
 #include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <sstream>
+#include <tuple>
+#include <unordered_map>
 #include <utility>
 
 uint3 threadIdx, blockIdx;
@@ -55,6 +59,44 @@ void land(const Copy& c) {
   else std::memset(c.dst, 0, c.bytes);
 }
 
+// One execution of a memory instruction by one thread, as the counters key it: the lanes of a
+// warp instruction share it (runtime.h).
+struct InstructionKey {
+  int warp;
+  const void* pc;
+  Access access;  // cp.async is two: its global read and its shared write
+  uint32_t occurrence;  // earlier executions of this instruction by the thread since the last barrier
+  bool operator==(const InstructionKey&) const = default;
+};
+struct Executed {
+  const void* pc;
+  Access access;
+  bool operator==(const Executed&) const = default;
+};
+struct SiteKey {
+  const char* file;
+  int line;
+  Access access;
+  bool operator==(const SiteKey&) const = default;
+  bool operator<(const SiteKey& o) const {
+    return std::tie(file, line, access) < std::tie(o.file, o.line, o.access);
+  }
+};
+struct KeyHash {
+  size_t operator()(const Executed& k) const {
+    return std::hash<const void*>()(k.pc) ^ size_t(k.access) * 0x9e3779b97f4a7c15ull;
+  }
+  size_t operator()(const InstructionKey& k) const {
+    return (*this)(Executed{k.pc, k.access}) ^ (size_t(k.occurrence) * 0xc2b2ae3d27d4eb4full) ^ size_t(k.warp) << 40;
+  }
+};
+// The lanes of one warp instruction: (lane, address), all of the same access size.
+struct Instruction {
+  Site site{};
+  int bytes = 0;
+  std::vector<std::pair<int, uintptr_t>> lanes;
+};
+
 struct Fiber {
   ucontext_t context;
   std::unique_ptr<char[]> stack{new char[kStackBytes]};
@@ -63,6 +105,7 @@ struct Fiber {
   uint64_t generation = 0;       // of `waiting` when this fiber arrived
   std::vector<Copy> open;        // cp.asyncs since the last commit
   std::deque<std::vector<Copy>> committed;
+  std::unordered_map<Executed, uint32_t, KeyHash> executions;  // since the last barrier, when counting
 };
 
 // What the lanes of a warp hand each other in a collective instruction.
@@ -92,6 +135,14 @@ struct Emulator {
   Barrier block_barrier;
   std::vector<Barrier> warp_barriers;
   std::vector<WarpExchange> exchanges;
+
+  // Counting (runtime.h): the mode, the warp instructions of the running block since its last
+  // barrier, and the launch's totals.
+  Counting counting = Counting::kOff;
+  bool run_uncounted = true;
+  std::unordered_map<InstructionKey, Instruction, KeyHash> pending;
+  std::map<SiteKey, AccessCounts> sites;
+  std::unordered_map<uint64_t, uint32_t> read_sectors, written_sectors;  // sector -> bytes touched (bit mask)
 };
 
 Emulator& state() {
@@ -123,6 +174,48 @@ bool check_smem(const void* p, size_t bytes, size_t align, const char* what) {
     return false;
   }
   return true;
+}
+
+void mark_bytes(std::unordered_map<uint64_t, uint32_t>& sectors, uintptr_t address, int bytes) {
+  for (uintptr_t b = address; b < address + bytes; ++b) sectors[b / 32] |= 1u << (b % 32);
+}
+
+// Adds the warp instructions of the running block since its last barrier to the launch's counts.
+void flush_instructions(Emulator& e) {
+  for (const auto& [key, ins] : e.pending) {
+    e.sites[SiteKey{ins.site.file, ins.site.line, key.access}].add(count_instruction(key.access, ins.bytes, ins.lanes));
+    if (e.counting != Counting::kAll || !is_global(key.access)) continue;
+    auto& touched = key.access == Access::kGlobalStore ? e.written_sectors : e.read_sectors;
+    for (const auto& lane : ins.lanes) mark_bytes(touched, lane.second, ins.bytes);
+  }
+  e.pending.clear();
+  for (unsigned i = 0; i < e.threads; ++i) e.fibers[i]->executions.clear();
+}
+
+bool counts_block(const Emulator& e, dim3 grid, uint3 block) {
+  if (e.counting == Counting::kAll) return true;
+  if (e.counting == Counting::kOff) return false;
+  if (block.z != 0 && block.z != grid.z - 1) return false;
+  const uint64_t plane = uint64_t(grid.x) * grid.y, at = uint64_t(block.y) * grid.x + block.x;
+  return at == 0 || at == plane / 2 || at == plane - 1;
+}
+
+MemoryCounters launch_counts(Emulator& e, uint64_t blocks) {
+  MemoryCounters m;
+  m.blocks = blocks;
+  for (const auto& [key, counts] : e.sites) {
+    m.by_access[static_cast<int>(key.access)].add(counts);
+    m.sites.push_back({key.file, key.line, key.access, counts});
+  }
+  std::sort(m.sites.begin(), m.sites.end(), [](const SiteCounts& a, const SiteCounts& b) {
+    return std::tie(a.file, a.line, a.access) < std::tie(b.file, b.line, b.access);
+  });
+  for (const auto& [sector, mask] : e.read_sectors) m.unique_bytes_read += std::popcount(mask);
+  for (const auto& [sector, mask] : e.written_sectors) m.unique_bytes_written += std::popcount(mask);
+  e.sites.clear();
+  e.read_sectors.clear();
+  e.written_sectors.clear();
+  return m;
 }
 
 void fiber_main() {
@@ -227,6 +320,61 @@ float tf32_element(uint32_t reg) { return bits_to_float(reg & 0xffffe000u); }
 
 }  // namespace
 
+bool counting_block = false;
+
+const char* access_name(Access a) {
+  static const char* const names[kAccessKinds] = {"global_load", "global_store", "cp_async_global", "shared_load",
+                                                  "shared_store", "cp_async_shared", "ldmatrix"};
+  return names[static_cast<int>(a)];
+}
+
+AccessCounts count_instruction(Access access, int bytes, const std::vector<std::pair<int, uintptr_t>>& lanes) {
+  AccessCounts c;
+  c.requests = 1;
+  std::vector<std::pair<uintptr_t, uintptr_t>> spans;  // [begin, end) of each lane
+  for (const auto& lane : lanes) spans.emplace_back(lane.second, lane.second + bytes);
+  std::sort(spans.begin(), spans.end());
+  uintptr_t covered = 0;  // end of the bytes counted so far
+  uint64_t last_sector = UINT64_MAX;
+  for (const auto& [begin, end] : spans) {
+    const uintptr_t from = std::max(begin, covered);
+    if (from < end) c.bytes += end - from;
+    covered = std::max(covered, end);
+    for (uint64_t s = begin / 32; s <= (end - 1) / 32; ++s)
+      if (last_sector == UINT64_MAX || s > last_sector) {
+        ++c.sectors;
+        last_sector = s;
+      }
+  }
+  if (is_global(access)) return c;
+  c.sectors = 0;
+  // Shared: phases of at most 128 bytes of lanes, in lane order; in each, the most distinct 4-byte
+  // words that one bank holds.
+  const int lanes_per_phase = bytes <= 4 ? 32 : 128 / bytes;
+  for (int first = 0; first < 32; first += lanes_per_phase) {
+    std::vector<uintptr_t> words;
+    for (const auto& [lane, address] : lanes)
+      if (lane >= first && lane < first + lanes_per_phase)
+        for (uintptr_t w = address / 4; w <= (address + bytes - 1) / 4; ++w) words.push_back(w);
+    if (words.empty()) continue;
+    std::sort(words.begin(), words.end());
+    words.erase(std::unique(words.begin(), words.end()), words.end());
+    int per_bank[32] = {};
+    for (uintptr_t w : words) ++per_bank[w % 32];
+    c.wavefronts += *std::max_element(per_bank, per_bank + 32);
+    ++c.ideal;
+  }
+  return c;
+}
+
+void AccessCounts::add(const AccessCounts& o) {
+  requests += o.requests;
+  bytes += o.bytes;
+  sectors += o.sectors;
+  wavefronts += o.wavefronts;
+  ideal += o.ideal;
+}
+
 // ---- settings -------------------------------------------------------------------------------------
 
 const std::vector<DeviceSpec>& devices() {
@@ -248,6 +396,11 @@ void set_device(int index) {
 int current_device() { return state().device; }
 
 void set_copy_landing(CopyLanding landing) { state().landing = landing; }
+
+void set_counting(Counting counting, bool run_uncounted) {
+  state().counting = counting;
+  state().run_uncounted = run_uncounted;
+}
 
 const std::vector<LaunchRecord>& launches() { return state().launches; }
 const std::map<int, uint64_t>& copies_by_size() { return state().copies; }
@@ -274,7 +427,7 @@ cudaError_t launch(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes,
   Emulator& e = state();
   const std::lock_guard<std::mutex> lock(e.mutex);
   e.error.clear();
-  e.launches.push_back({grid, block, smem_bytes});
+  e.launches.push_back({kernel, grid, block, smem_bytes, {}});
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   if (threads == 0 || threads > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 ||
       grid.z > 65535) {
@@ -298,13 +451,21 @@ cudaError_t launch(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes,
   gridDim = grid;
   blockDim = block;
   unsigned char* smem = pointwise::cuda::smem_raw;
+  uint64_t counted = 0;
   for (unsigned z = 0; z < grid.z && e.error.empty(); ++z)
     for (unsigned y = 0; y < grid.y && e.error.empty(); ++y)
       for (unsigned x = 0; x < grid.x && e.error.empty(); ++x) {
         blockIdx = {x, y, z};
+        counting_block = counts_block(e, grid, blockIdx);
+        if (!counting_block && !e.run_uncounted) continue;
         std::memset(smem, kPoisonByte, smem_bytes);
         std::memset(smem + smem_bytes, kGuardByte, kGuardBytes);
         run_block(e);
+        if (counting_block) {
+          flush_instructions(e);
+          ++counted;
+        }
+        counting_block = false;
         for (size_t i = 0; i < kGuardBytes; ++i)
           if (smem[smem_bytes + i] != kGuardByte) {
             fail("wrote shared memory past the launch's " + std::to_string(smem_bytes) + " bytes (at +" +
@@ -314,16 +475,43 @@ cudaError_t launch(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes,
         if (!e.error.empty()) break;
       }
   e.body = nullptr;
+  counting_block = false;
+  e.pending.clear();
+  e.launches.back().counters = launch_counts(e, counted);
   return e.error.empty() ? cudaSuccess : cudaErrorLaunchFailure;
 }
 
 // ---- device side ----------------------------------------------------------------------------------
 
-void sync_block() { arrive_and_wait(state().block_barrier); }
+void sync_block() {
+  Emulator& e = state();
+  // The last thread to arrive closes the counted instructions of this stretch between barriers.
+  if (counting_block && e.block_barrier.arrived + 1 == e.block_barrier.expected) flush_instructions(e);
+  arrive_and_wait(e.block_barrier);
+}
 
-void cp_async(void* smem, const void* gmem, int bytes, bool valid) {
+void record_access(Access access, const void* p, int bytes, Site site) {
+  Emulator& e = state();
+  Fiber& f = *e.fibers[e.current];
+  uint32_t& executions = f.executions[Executed{site.pc, access}];
+  Instruction& ins = e.pending[InstructionKey{e.current / 32, site.pc, access, executions++}];
+  if (ins.lanes.empty()) {
+    ins.site = site;
+    ins.bytes = bytes;
+  } else if (ins.bytes != bytes) {
+    fail("counters: lanes of one instruction access " + std::to_string(ins.bytes) + " and " + std::to_string(bytes) +
+         " bytes");
+  }
+  ins.lanes.emplace_back(e.current % 32, reinterpret_cast<uintptr_t>(p));
+}
+
+void cp_async(void* smem, const void* gmem, int bytes, bool valid, Site site) {
   Emulator& e = state();
   if (!check_smem(smem, bytes, bytes, "cp.async destination")) return;
+  if (counting_block) {
+    record_access(Access::kCpAsyncShared, smem, bytes, site);
+    if (valid) record_access(Access::kCpAsyncGlobal, gmem, bytes, site);
+  }
   if (valid && reinterpret_cast<uintptr_t>(gmem) % bytes != 0) {
     fail("cp.async source not aligned to its " + std::to_string(bytes) + " bytes");
     return;
@@ -348,12 +536,14 @@ void cp_async_wait(int pending) {
   }
 }
 
-void ldmatrix_x4(uint32_t (&r)[4], const void* row_address, bool trans) {
+void ldmatrix_x4(uint32_t (&r)[4], const void* row_address, bool trans, Site site) {
   Emulator& e = state();
   const int lane = e.current % 32, warp = e.current / 32;
   WarpExchange& x = e.exchanges[warp];
   x.address[lane] = row_address;
   x.valid[lane] = check_smem(row_address, 16, 16, "ldmatrix row address");
+  // Eight 16-byte rows a phase: one 8x8 matrix (the phases of a 16-byte access, runtime.h).
+  if (counting_block) record_access(Access::kLdmatrix, row_address, 16, site);
   arrive_and_wait(e.warp_barriers[warp]);
   // Lane l holds elements (row l/4, columns 2 (l%4) and 2 (l%4) + 1) of each 8x8 matrix, the
   // lower column in the low half; .trans delivers the matrix's transpose. Row j of matrix i

@@ -28,10 +28,17 @@ inline T min(T a, T b) {
 
 namespace pointwise::cuda {
 
+// Each memory instruction names its place: the caller's code address (these are not inlined, so
+// each instantiation and unrolled copy of a kernel's access is its own instruction, as in SASS),
+// by which the counters group the lanes of one warp instruction, and its file and line (the
+// defaults are the caller's), by which they report it.
+#define POINTWISE_SITE \
+  emulator::Site { __builtin_return_address(0), file, line }
 template <int BYTES>
-inline void cp_async(void* smem, const void* gmem, bool valid) {
+__attribute__((noinline)) void cp_async(void* smem, const void* gmem, bool valid, const char* file = __builtin_FILE(),
+                     int line = __builtin_LINE()) {
   static_assert(BYTES == 4 || BYTES == 8 || BYTES == 16, "cp.async copies 4, 8 or 16 bytes");
-  emulator::cp_async(smem, gmem, BYTES, valid);
+  emulator::cp_async(smem, gmem, BYTES, valid, POINTWISE_SITE);
 }
 inline void cp_async_commit() { emulator::cp_async_commit(); }
 template <int PENDING>
@@ -49,8 +56,30 @@ inline uint32_t to_tf32(float x) {
 }
 
 template <bool TRANS>
-inline void ldmatrix_x4(uint32_t (&r)[4], const void* row_address) {
-  emulator::ldmatrix_x4(r, row_address, TRANS);
+__attribute__((noinline)) void ldmatrix_x4(uint32_t (&r)[4], const void* row_address, const char* file = __builtin_FILE(),
+                        int line = __builtin_LINE()) {
+  emulator::ldmatrix_x4(r, row_address, TRANS, POINTWISE_SITE);
+}
+
+template <typename T>
+__attribute__((noinline)) T load_global(const T* p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  emulator::count_access(emulator::Access::kGlobalLoad, p, sizeof(T), POINTWISE_SITE);
+  return *p;
+}
+template <typename T>
+__attribute__((noinline)) void store_global(T* p, const T& v, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  emulator::count_access(emulator::Access::kGlobalStore, p, sizeof(T), POINTWISE_SITE);
+  *p = v;
+}
+template <typename T>
+__attribute__((noinline)) T load_shared(const T* p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  emulator::count_access(emulator::Access::kSharedLoad, p, sizeof(T), POINTWISE_SITE);
+  return *p;
+}
+template <typename T>
+__attribute__((noinline)) void store_shared(T* p, const T& v, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  emulator::count_access(emulator::Access::kSharedStore, p, sizeof(T), POINTWISE_SITE);
+  *p = v;
 }
 
 inline void mma_m16n8k8_tf32(float* d, const uint32_t* a, const uint32_t* b) {
