@@ -60,6 +60,15 @@ fi
 "$NCU" --import "$REPORT.ncu-rep" --csv --page raw --metrics "$METRICS" > "$REPORT.csv"
 echo "report: $REPORT.ncu-rep"
 echo "metrics: $REPORT.csv"
+# The hardware's side of the emulator's memory counters (tests/emulator/runtime.h, bench/gpu_model.py):
+# global requests and the sectors they touch, shared wavefronts and bank conflicts, DRAM bytes,
+# active warps. In a file of its own, so that a metric this ncu names otherwise costs that file only.
+MEMORY_METRICS=${NCU_MEMORY_METRICS:-dram__bytes_read.sum,dram__bytes_write.sum,l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum,l1tex__t_requests_pipe_lsu_mem_global_op_st.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_st.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared_op_st.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum,smsp__warps_active.avg.per_cycle_active}
+if "$NCU" --import "$REPORT.ncu-rep" --csv --page raw --metrics "$MEMORY_METRICS" > "$REPORT-memory.csv"; then
+  echo "memory counters: $REPORT-memory.csv"
+else
+  echo "warning: ncu could not give the memory counters ($MEMORY_METRICS)" >&2
+fi
 "$PYTHON" - "$REPORT.csv" <<'PY'
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1])))
