@@ -29,7 +29,8 @@ audit = _audit_module()
 # an SM (gemm_mainloop.cuh, kMinBlocks); the others have no bound, and these are today's largest
 # counts, rounded up to the allocation unit of 8 (ptxas, sm_90, CUDA 13.0).
 MAX_REGISTERS = {256: 128, 128: 96, 64: 88}
-# Today's largest kernel (the fp32 SIMT 128 x 128 tile with its six activations), rounded up to 8 KiB.
+# Today's largest kernel (the 16-bit 128 x 128 tile of the grad-weight, reducing over pixels: 111.75
+# KiB), rounded up to 8 KiB.
 MAX_CODE_BYTES = 112 * 1024
 # A memory-bound layer (by the H100 run's roofline) above the latency floor of bench/run.py.
 LATENCY_FLOOR_MS = 0.005
