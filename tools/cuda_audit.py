@@ -297,7 +297,7 @@ def audit(layers, out_dir):
     result = {"kind": "cuda_audit", "model": "model, not measured", "gpus": [dataclasses.asdict(g) for g in GPUS],
               "batch": BATCH, "kernels": kernels, "plans": rows, "commit": _commit()}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "audit.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out_dir / "audit.json").write_text(json.dumps(result, separators=(",", ":")) + "\n")
     (out_dir / "audit.md").write_text(markdown(result))
     return result
 
