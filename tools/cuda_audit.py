@@ -281,21 +281,30 @@ def audit_launch(launch, resources, names, k, plan, gpu: SmSpec):
     return row
 
 
+# A launch's figures in audit.json, one list per launch in this order ("kernel": an index into "kernels").
+LAUNCH_COLUMNS = ["kernel", "blocks", "threads", "registers", "smem_bytes", "blocks_per_sm", "limiter", "waves",
+                  "sms_busy", "in_flight_bytes_per_sm"]
+
+
 def audit(layers, out_dir):
     resources = kernel_resources()
     names = demangle(list(resources))
     plans = layer_plans(layers)
     gpu = GPUS[0]  # H200: the same SM and count, so the same figures
     kernels = [{"kernel": short_name(names[n]), "mangled": n, **r} for n, r in sorted(resources.items(), key=lambda kv: names[kv[0]])]
+    index = {k["kernel"]: i for i, k in enumerate(kernels)}
     rows = []
     for p in plans:
         cands = []
         for c in p["candidates"]:
-            cands.append({"plan": c["plan"], "launches": [audit_launch(L, resources, names, p["k"], c["plan"], gpu)
-                                                          for L in c["launches"]]})
+            launches = [audit_launch(L, resources, names, p["k"], c["plan"], gpu) for L in c["launches"]]
+            for launch in launches:  # an index into "kernels", which names it once
+                launch["kernel"] = index[launch["kernel"]]
+                launch["waves"] = round(launch["waves"], 4)
+            cands.append({"plan": c["plan"], "launches": [[launch[k] for k in LAUNCH_COLUMNS] for launch in launches]})
         rows.append({**{k: p[k] for k in ("layer", "dtype", "layout", "op", "heuristic", "k")}, "candidates": cands})
     result = {"kind": "cuda_audit", "model": "model, not measured", "gpus": [dataclasses.asdict(g) for g in GPUS],
-              "batch": BATCH, "kernels": kernels, "plans": rows, "commit": _commit()}
+              "batch": BATCH, "kernels": kernels, "launch_columns": LAUNCH_COLUMNS, "plans": rows, "commit": _commit()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "audit.json").write_text(json.dumps(result, separators=(",", ":")) + "\n")
     (out_dir / "audit.md").write_text(markdown(result))
@@ -335,7 +344,7 @@ def markdown(result):
               "|---|---|---|---|---|---:|---:|---|---:|---:|---:|"]
     for r in result["plans"]:
         chosen = next(c for c in r["candidates"] if c["plan"] == r["heuristic"])
-        g = chosen["launches"][0]
+        g = dict(zip(result["launch_columns"], chosen["launches"][0]))
         flight = "" if g["in_flight_bytes_per_sm"] is None else f"{g['in_flight_bytes_per_sm'] / 1024:.0f}"
         lines.append(f"| {r['layer']} | {r['dtype']} | {r['layout']} | {r['op']} | {r['heuristic']} | {g['blocks']} | "
                      f"{g['blocks_per_sm']} | {g['limiter']} | {g['waves']:.2f} | {g['sms_busy']} | {flight} |")
