@@ -31,14 +31,18 @@ POINTWISE_TARGET_AVX2 void finish_in_place_avx2(float* tile, int64_t row_stride,
   finish_in_place<VecMath<float, 8>, Avx2Tile>(tile, row_stride, bias, bias_on_rows, residual, activation);
 }
 
-POINTWISE_TARGET_AVX2 void store_row_avx2(const float* z, c10::BFloat16* dst, int64_t n) { store_bf16<8>(z, dst, n); }
+POINTWISE_TARGET_AVX2 void store_contiguous_avx2(const float* tile, const int64_t* rows, int64_t col0, const float* bias,
+                                                bool bias_on_rows, const c10::BFloat16* residual, Activation activation,
+                                                c10::BFloat16* dst) {
+  store_contiguous<VecMath<float, 8>, Avx2Tile, Bf16Conversion<8>>(tile, rows, col0, bias, bias_on_rows, residual,
+                                                                   activation, dst);
+}
 
-// vcvtps2ph rounds to nearest even, as c10::Half does (a NaN keeps its payload where c10 writes 0x7e00).
-POINTWISE_TARGET_AVX2 void store_row_avx2(const float* z, c10::Half* dst, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(z + i), _MM_FROUND_TO_NEAREST_INT));
-  for (; i < n; ++i) dst[i] = c10::Half(z[i]);
+POINTWISE_TARGET_AVX2 void store_contiguous_avx2(const float* tile, const int64_t* rows, int64_t col0, const float* bias,
+                                                bool bias_on_rows, const c10::Half* residual, Activation activation,
+                                                c10::Half* dst) {
+  store_contiguous<VecMath<float, 8>, Avx2Tile, HalfConversion<8>>(tile, rows, col0, bias, bias_on_rows, residual,
+                                                                  activation, dst);
 }
 
 }  // namespace pointwise::cpu

@@ -23,8 +23,12 @@ POINTWISE_TARGET_AVX2 void micro_kernel_avx2(int64_t depth, const float* a, int6
 POINTWISE_TARGET_AVX2 void micro_kernel_avx2(int64_t depth, const double* a, int64_t a_line_stride,
                        int64_t a_depth_stride, const double* b, int64_t b_depth_stride,
                        const double* partial, double* c, int64_t c_row_stride);
-POINTWISE_TARGET_AVX2 void store_row_avx2(const float* z, c10::BFloat16* dst, int64_t n);
-POINTWISE_TARGET_AVX2 void store_row_avx2(const float* z, c10::Half* dst, int64_t n);
+POINTWISE_TARGET_AVX2 void store_contiguous_avx2(const float* tile, const int64_t* rows, int64_t col0, const float* bias,
+                                                bool bias_on_rows, const c10::BFloat16* residual, Activation activation,
+                                                c10::BFloat16* dst);
+POINTWISE_TARGET_AVX2 void store_contiguous_avx2(const float* tile, const int64_t* rows, int64_t col0, const float* bias,
+                                                bool bias_on_rows, const c10::Half* residual, Activation activation,
+                                                c10::Half* dst);
 POINTWISE_TARGET_AVX2 void finish_in_place_avx2(float* tile, int64_t row_stride, const float* bias, bool bias_on_rows,
                           const float* residual, Activation activation);
 
@@ -38,9 +42,7 @@ struct KernelSet<Isa::kAvx2, float> {
   static constexpr MicroKernel<float> micro_kernel = micro_kernel_avx2;
   static constexpr InPlaceFinisher<float> finish_in_place = finish_in_place_avx2;
   template <typename Out>
-  static void store_row(const float* z, Out* dst, int64_t n) {
-    store_row_avx2(z, dst, n);
-  }
+  static constexpr ContiguousStore<float, Out> store_contiguous = store_contiguous_avx2;
 };
 
 template <>

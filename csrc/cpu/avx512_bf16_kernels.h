@@ -1,6 +1,6 @@
 // The AVX512-BF16 kernel set (cpu/kernels.h) for bfloat16: operands packed as bfloat16 in pairs of
 // depth steps, multiplied by vdpbf16ps (16 lanes of two products each, accumulated in float), the
-// AVX-512 set's epilogue. Every other type runs the AVX-512 set. Built like the AVX2 set.
+// AVX-512 set's epilogue with vcvtneps2bf16's stores. Every other type runs the AVX-512 set. Built like the AVX2 set.
 //
 // vdpbf16ps rounds like two FMAs in a row (a product of two bfloat16 values is exact in float),
 // the odd step of a pair first, and treats subnormal inputs and results as zero.
@@ -20,6 +20,12 @@ POINTWISE_TARGET_AVX512_BF16 void micro_kernel_avx512_bf16(int64_t depth, const 
                               const c10::BFloat16* b, int64_t b_depth_stride, const float* partial, float* c,
                               int64_t c_row_stride);
 
+template <class Tile>
+POINTWISE_TARGET_AVX512_BF16 void store_contiguous_avx512_bf16(const float* tile, const int64_t* rows, int64_t col0,
+                                                              const float* bias, bool bias_on_rows,
+                                                              const c10::BFloat16* residual, Activation activation,
+                                                              c10::BFloat16* dst);
+
 template <class TILE, int64_t DEPTH>
 struct Avx512Bf16Kernels {
   using Acc = float;
@@ -30,9 +36,7 @@ struct Avx512Bf16Kernels {
   static constexpr MicroKernel<c10::BFloat16, float> micro_kernel = micro_kernel_avx512_bf16<Tile>;
   static constexpr InPlaceFinisher<float> finish_in_place = finish_in_place_avx512<Tile>;
   template <typename Out>
-  static void store_row(const float* z, Out* dst, int64_t n) {
-    store_row_avx512(z, dst, n);
-  }
+  static constexpr ContiguousStore<float, Out> store_contiguous = store_contiguous_avx512_bf16<Tile>;
 };
 
 // 8 x 32 and 16 x 16: 16 accumulators, which vdpbf16ps's latency needs (6 x 32, with 12, ran at 90%

@@ -27,26 +27,32 @@ POINTWISE_TARGET_AVX512 void finish_in_place_avx512(float* tile, int64_t row_str
   finish_in_place<VecMath<float, 16>, Tile>(tile, row_stride, bias, bias_on_rows, residual, activation);
 }
 
-POINTWISE_TARGET_AVX512 void store_row_avx512(const float* z, c10::BFloat16* dst, int64_t n) {
-  store_bf16<16>(z, dst, n);
-}
+template <typename Out>
+using ConversionAvx512 = std::conditional_t<std::is_same_v<Out, c10::Half>, HalfConversion<16>, Bf16Conversion<16>>;
 
-// vcvtps2ph rounds to nearest even, as c10::Half does (a NaN keeps its payload where c10 writes 0x7e00).
-POINTWISE_TARGET_AVX512 void store_row_avx512(const float* z, c10::Half* dst, int64_t n) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtps_ph(_mm512_loadu_ps(z + i), _MM_FROUND_TO_NEAREST_INT));
-  for (; i < n; ++i) dst[i] = c10::Half(z[i]);
+template <class Tile, typename Out>
+POINTWISE_TARGET_AVX512 void store_contiguous_avx512(const float* tile, const int64_t* rows, int64_t col0,
+                                                    const float* bias, bool bias_on_rows, const Out* residual,
+                                                    Activation activation, Out* dst) {
+  store_contiguous<VecMath<float, 16>, Tile, ConversionAvx512<Out>>(tile, rows, col0, bias, bias_on_rows, residual,
+                                                                    activation, dst);
 }
 
 #define POINTWISE_AVX512_TILE(Tile)                                                                              \
   template void micro_kernel_avx512<Tile>(int64_t, const float*, int64_t, int64_t, const float*, int64_t,        \
                                           const float*, float*, int64_t);                                        \
-  template void finish_in_place_avx512<Tile>(float*, int64_t, const float*, bool, const float*, Activation);
+  template void finish_in_place_avx512<Tile>(float*, int64_t, const float*, bool, const float*, Activation);    \
+  template void store_contiguous_avx512<Tile, c10::BFloat16>(const float*, const int64_t*, int64_t, const float*, \
+                                                             bool, const c10::BFloat16*, Activation,             \
+                                                             c10::BFloat16*);                                    \
+  template void store_contiguous_avx512<Tile, c10::Half>(const float*, const int64_t*, int64_t, const float*,     \
+                                                         bool, const c10::Half*, Activation, c10::Half*);
 POINTWISE_AVX512_TILE(Avx512Tile)
 POINTWISE_AVX512_TILE(Avx512NarrowTile)
-POINTWISE_AVX512_TILE(Avx512Bf16Tile)  // the AVX512-BF16 set's epilogues
-POINTWISE_AVX512_TILE(Avx512Bf16NarrowTile)
+template void finish_in_place_avx512<Avx512Bf16Tile>(float*, int64_t, const float*, bool, const float*,
+                                                     Activation);  // the AVX512-BF16 set's
+template void finish_in_place_avx512<Avx512Bf16NarrowTile>(float*, int64_t, const float*, bool, const float*,
+                                                           Activation);
 
 }  // namespace pointwise::cpu
 

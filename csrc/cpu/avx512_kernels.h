@@ -28,8 +28,10 @@ template <class Tile>
 POINTWISE_TARGET_AVX512 void finish_in_place_avx512(float* tile, int64_t row_stride, const float* bias, bool bias_on_rows,
                             const float* residual, Activation activation);
 
-POINTWISE_TARGET_AVX512 void store_row_avx512(const float* z, c10::BFloat16* dst, int64_t n);
-POINTWISE_TARGET_AVX512 void store_row_avx512(const float* z, c10::Half* dst, int64_t n);
+template <class Tile, typename Out>
+POINTWISE_TARGET_AVX512 void store_contiguous_avx512(const float* tile, const int64_t* rows, int64_t col0,
+                                                    const float* bias, bool bias_on_rows, const Out* residual,
+                                                    Activation activation, Out* dst);
 
 template <class TILE, int64_t DEPTH>
 struct Avx512FloatKernels {
@@ -41,9 +43,7 @@ struct Avx512FloatKernels {
   static constexpr MicroKernel<float> micro_kernel = micro_kernel_avx512<Tile>;
   static constexpr InPlaceFinisher<float> finish_in_place = finish_in_place_avx512<Tile>;
   template <typename Out>
-  static void store_row(const float* z, Out* dst, int64_t n) {
-    store_row_avx512(z, dst, n);
-  }
+  static constexpr ContiguousStore<float, Out> store_contiguous = store_contiguous_avx512<Tile, Out>;
 };
 
 // 128 depth steps keep a B panel of 32 lines at 16 KiB of L1, as the AVX2 set's 256 of 16 lines.

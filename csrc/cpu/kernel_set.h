@@ -10,7 +10,8 @@
 //   Blocking         its cache blocking (gemm.h)
 //   micro_kernel     gemm.h's MicroKernel<Packed, Acc> for that tile
 //   finish_in_place  tile_epilogue.h's InPlaceFinisher<Acc> for that tile
-//   store_row<Out>   tile_epilogue.h's RowStore<Acc, Out>: a finished row to a 16-bit output
+//   store_contiguous<Out>  tile_epilogue.h's ContiguousStore<Acc, Out> for that tile: a
+//                    finished tile to a 16-bit output
 // An ISA's header specialises it for the types it improves. Every other type falls back: a 16-bit
 // type to the float kernel set of the same ISA (its operands converted to float while packed), a
 // float or double to the kernel set of the ISA below, down to the portable one. A new ISA is a new
@@ -52,8 +53,10 @@ struct KernelSet<Isa::kPortable, T> {
     cpu::finish_in_place<ScalarMath<Acc>, Tile>(tile, row_stride, bias, bias_on_rows, residual, activation);
   }
   template <typename Out>
-  static void store_row(const Acc* z, Out* dst, int64_t n) {
-    store_row_portable(z, dst, n);
+  static void store_contiguous(const Acc* tile, const int64_t* rows, int64_t col0, const Acc* bias, bool bias_on_rows,
+                               const Out* residual, Activation activation, Out* dst) {
+    cpu::store_contiguous<ScalarMath<Acc>, Tile, ScalarConversion<Acc, Out>>(tile, rows, col0, bias, bias_on_rows,
+                                                                             residual, activation, dst);
   }
 };
 

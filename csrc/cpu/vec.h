@@ -7,10 +7,12 @@
 #pragma once
 
 #include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <cstdint>
 #include <type_traits>
 
+#include "cpu/isa.h"
 #include "epilogue.h"
 
 namespace pointwise::cpu {
@@ -84,24 +86,53 @@ struct VecMath {
   }
 };
 
-// dst[i] = z[i] as bfloat16 for i < n, rounded to nearest even as c10::BFloat16 rounds (NaN becomes
-// 0x7fc0), in vectors of LANES floats: the scalar conversion cost more than the GEMM of a layer
-// with 16 input channels.
+// LANES bfloat16 values to and from one vector of VecMath<float, LANES> (tile_epilogue.h's
+// store_contiguous), rounded to nearest even as c10::BFloat16 rounds (NaN becomes 0x7fc0): the
+// scalar conversion cost more than the GEMM of a layer with 16 input channels.
 template <int LANES>
-POINTWISE_HOST_DEVICE void store_bf16(const float* z, c10::BFloat16* dst, int64_t n) {
-  using M = VecMath<float, LANES>;
-  typedef uint32_t U __attribute__((vector_size(4 * LANES)));
-  typedef uint16_t H __attribute__((vector_size(2 * LANES)));
-  int64_t i = 0;
-  for (; i + LANES <= n; i += LANES) {
-    const typename M::V v = M::load(z + i);
+struct Bf16Conversion {
+  using V = typename VecMath<float, LANES>::V;
+  using U = typename Vector<uint32_t, LANES>::V;
+  using H = typename Vector<uint16_t, LANES>::V;
+
+  POINTWISE_HOST_DEVICE static V load(const c10::BFloat16* p) {
+    H half;
+    __builtin_memcpy(&half, p, sizeof half);
+    return (V)(__builtin_convertvector(half, U) << 16);
+  }
+  POINTWISE_HOST_DEVICE static void store(c10::BFloat16* p, V v) {
     const U bits = (U)v;
     const U rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
     const H half = __builtin_convertvector(v == v ? rounded : U{} + 0x7fc0u, H);
-    __builtin_memcpy(dst + i, &half, sizeof half);
+    __builtin_memcpy(p, &half, sizeof half);
   }
-  for (; i < n; ++i) dst[i] = c10::BFloat16(z[i]);
-}
+};
+
+#ifdef POINTWISE_CPU_X86
+// LANES float16 values (8 or 16) to and from one vector of VecMath<float, LANES>: vcvtps2ph rounds to
+// nearest even, as c10::Half does (a NaN keeps its payload where c10 writes 0x7e00). Inline assembly
+// rather than intrinsics: an intrinsic carries a target attribute, which the generic always-inline
+// epilogue that calls this (tile_epilogue.h) would need too; the instruction itself is emitted only
+// inside the F16C kernels that it is inlined into.
+template <int LANES>
+struct HalfConversion {
+  using V = typename VecMath<float, LANES>::V;
+  using H = typename Vector<uint16_t, LANES>::V;
+
+  POINTWISE_HOST_DEVICE static V load(const c10::Half* p) {
+    H half;
+    __builtin_memcpy(&half, p, sizeof half);
+    V v;
+    asm("vcvtph2ps %1, %0" : "=v"(v) : "v"(half));
+    return v;
+  }
+  POINTWISE_HOST_DEVICE static void store(c10::Half* p, V v) {
+    H half;
+    asm("vcvtps2ph $0, %1, %0" : "=v"(half) : "v"(v));
+    __builtin_memcpy(p, &half, sizeof half);
+  }
+};
+#endif
 
 // The micro-kernel of gemm.h (single depth steps) for a Tile whose rows are whole vectors of M:
 // kRows x kCols accumulators in registers, each depth step one broadcast of A per row (the scalar
