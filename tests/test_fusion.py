@@ -23,6 +23,8 @@ MODELS = {
     "shufflenet_v2_x1_0": (0, 36, 0),
     "mobilenet_v3_small": (6, 20, 9),      # the squeeze-excite Hardsigmoids stay apart
 }
+# Each runs channels_last inside but ShuffleNetV2, whose channel shuffle calls Tensor.view.
+KEEPS_INPUT_LAYOUT = {"shufflenet_v2_x1_0"}
 
 
 def _model(name):
@@ -59,6 +61,7 @@ def test_fused_model_equals_the_original_in_float64(name, layout):
     with_activation = sum(line.endswith(("relu", "relu6", "silu", "gelu", "hardswish")) for line in report.fused)
     assert (with_residual, with_activation, len(report.not_fused)) == MODELS[name], str(report)
     assert len(caught) == (1 if report.not_fused else 0)
+    assert report.layout.startswith("the input's" if name in KEEPS_INPUT_LAYOUT else "channels_last"), report.layout
     # Every BatchNorm is folded (the 3x3 convolutions' too) and every 1x1 convolution converted.
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     assert not any(type(m) is nn.Conv2d and m.kernel_size == (1, 1) for m in fused.modules())
@@ -113,6 +116,57 @@ class _BroadcastAdd(nn.Module):
 
     def forward(self, x):
         return F.relu(self.conv(x) + self.offset.expand(1, 6, 1, 1))
+
+
+class _FeatureMap(nn.Module):
+    """A 4-D output (a segmentation head's, say) and a 2-D one."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 6, 1)
+
+    def forward(self, x):
+        features = F.relu(self.conv(x))
+        return {"map": self.head(features), "pooled": features.mean((2, 3))}
+
+
+def test_a_cpu_nchw_input_runs_channels_last_inside_and_comes_back_nchw():
+    torch.manual_seed(0)
+    model = _FeatureMap().double().eval()
+    fused, _ = _fuse(model)
+    inside = []
+    fused.head.register_forward_pre_hook(lambda module, args: inside.append(args[0]))
+    x = torch.randn(2, 4, 9, 7, dtype=torch.float64)
+    with torch.no_grad():
+        out, expected = fused(x), model(x)
+    assert inside[0].is_contiguous(memory_format=torch.channels_last) and not inside[0].is_contiguous()
+    assert out["map"].is_contiguous() and out["map"].stride() == expected["map"].stride()
+    assert_rel_close(out["map"], expected["map"], 1e-12, "4-D output")
+    assert_rel_close(out["pooled"], expected["pooled"], 1e-12, "2-D output")
+    x = x.contiguous(memory_format=torch.channels_last)  # already so: nothing converted
+    with torch.no_grad():
+        assert fused(x)["map"].stride() == model(x)["map"].stride()
+
+
+class _Flatten(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y.view(y.shape[0], -1)  # fails on a channels_last y: the model keeps its input's layout
+
+
+def test_a_model_that_views_its_activations_keeps_its_input_layout():
+    model = _Flatten().eval()
+    fused, caught = _fuse(model)
+    assert fused.fusion_report.layout.startswith("the input's") and "Tensor.view" in fused.fusion_report.layout
+    assert not caught  # a layout kept is no part left unfused
+    x = torch.randn(2, 4, 3, 5)
+    with torch.no_grad():
+        assert_rel_close(fused(x), model(x), 1e-6, "viewed output")
 
 
 def test_a_residual_that_only_broadcasts_gives_the_same_numbers():
