@@ -14,16 +14,17 @@ namespace pointwise::cpu {
 
 POINTWISE_TARGET_AVX2 void micro_kernel_avx2(int64_t depth, const float* a, int64_t a_line_stride, int64_t a_depth_stride,
                                       const float* b, int64_t b_depth_stride, const float* partial, float* c,
-                                      int64_t c_row_stride) {
+                                      int64_t c_row_stride, const TileFinish<float>* finish) {
   micro_kernel<VecMath<float, 8>, Avx2Tile>(depth, a, a_line_stride, a_depth_stride, b, b_depth_stride, partial, c,
-                                            c_row_stride);
+                                            c_row_stride, finish);
 }
 
 POINTWISE_TARGET_AVX2 void micro_kernel_avx2(int64_t depth, const double* a, int64_t a_line_stride,
                                       int64_t a_depth_stride, const double* b, int64_t b_depth_stride,
-                                      const double* partial, double* c, int64_t c_row_stride) {
+                                      const double* partial, double* c, int64_t c_row_stride,
+                                      const TileFinish<double>* finish) {
   micro_kernel<VecMath<double, 4>, Avx2DoubleTile>(depth, a, a_line_stride, a_depth_stride, b, b_depth_stride,
-                                                   partial, c, c_row_stride);
+                                                   partial, c, c_row_stride, finish);
 }
 
 POINTWISE_TARGET_AVX2 void finish_in_place_avx2(float* tile, int64_t row_stride, const float* bias, bool bias_on_rows,

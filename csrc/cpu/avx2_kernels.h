@@ -19,10 +19,10 @@ using Avx2DoubleTile = RegisterTile<6, 8>;
 
 POINTWISE_TARGET_AVX2 void micro_kernel_avx2(int64_t depth, const float* a, int64_t a_line_stride, int64_t a_depth_stride,
                        const float* b, int64_t b_depth_stride, const float* partial, float* c,
-                       int64_t c_row_stride);
+                       int64_t c_row_stride, const TileFinish<float>* finish);
 POINTWISE_TARGET_AVX2 void micro_kernel_avx2(int64_t depth, const double* a, int64_t a_line_stride,
                        int64_t a_depth_stride, const double* b, int64_t b_depth_stride,
-                       const double* partial, double* c, int64_t c_row_stride);
+                       const double* partial, double* c, int64_t c_row_stride, const TileFinish<double>* finish);
 POINTWISE_TARGET_AVX2 void store_contiguous_avx2(const float* tile, const int64_t* rows, int64_t col0, const float* bias,
                                                 bool bias_on_rows, const c10::BFloat16* residual, Activation activation,
                                                 c10::BFloat16* dst);

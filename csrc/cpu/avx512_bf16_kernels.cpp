@@ -21,15 +21,15 @@ template <class Tile>
 POINTWISE_AVX512_BF16_INLINE void micro_kernel(int64_t depth, const c10::BFloat16* a, int64_t a_line_stride,
                                                int64_t a_depth_stride, const c10::BFloat16* b,
                                                int64_t b_depth_stride, const float* partial, float* c,
-                                               int64_t c_row_stride) {
+                                               int64_t c_row_stride, const TileFinish<float>* finish) {
+  using M = VecMath<float, 16>;
   constexpr int kRows = Tile::kRows, kCols = Tile::kCols, kVectors = kCols / 16;
   static_assert(kCols % 16 == 0, "a tile row is a whole number of 16-float vectors");
-  __m512 acc[kRows][kVectors];
+  M::V acc[kRows][kVectors];
 #pragma GCC unroll 16
   for (int i = 0; i < kRows; ++i) {
 #pragma GCC unroll 4
-    for (int v = 0; v < kVectors; ++v)
-      acc[i][v] = partial != nullptr ? _mm512_loadu_ps(partial + i * kCols + v * 16) : _mm512_setzero_ps();
+    for (int v = 0; v < kVectors; ++v) acc[i][v] = partial != nullptr ? M::load(partial + i * kCols + v * 16) : M::splat(0);
   }
   const int64_t pairs = (depth + 1) / 2;  // an odd depth's last pair ends in the packed zero step
   for (int64_t k = 0; k < pairs; ++k) {
@@ -42,16 +42,12 @@ POINTWISE_AVX512_BF16_INLINE void micro_kernel(int64_t depth, const c10::BFloat1
       std::memcpy(&pair, a + i * a_line_stride, sizeof pair);
       const __m512bh a_i = (__m512bh)_mm512_set1_epi32(pair);
 #pragma GCC unroll 4
-      for (int v = 0; v < kVectors; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], a_i, b_k[v]);
+      for (int v = 0; v < kVectors; ++v) acc[i][v] = (M::V)_mm512_dpbf16_ps((__m512)acc[i][v], a_i, b_k[v]);
     }
     a += 2 * a_depth_stride;
     b += 2 * b_depth_stride;
   }
-#pragma GCC unroll 16
-  for (int i = 0; i < kRows; ++i) {
-#pragma GCC unroll 4
-    for (int v = 0; v < kVectors; ++v) _mm512_storeu_ps(c + i * c_row_stride + v * 16, acc[i][v]);
-  }
+  store_finished<M, Tile>(acc, c, c_row_stride, finish);
 }
 
 }  // namespace
@@ -60,8 +56,8 @@ template <class Tile>
 POINTWISE_TARGET_AVX512_BF16 void micro_kernel_avx512_bf16(int64_t depth, const c10::BFloat16* a, int64_t a_line_stride,
                                                     int64_t a_depth_stride, const c10::BFloat16* b,
                                                     int64_t b_depth_stride, const float* partial, float* c,
-                                                    int64_t c_row_stride) {
-  micro_kernel<Tile>(depth, a, a_line_stride, a_depth_stride, b, b_depth_stride, partial, c, c_row_stride);
+                                                    int64_t c_row_stride, const TileFinish<float>* finish) {
+  micro_kernel<Tile>(depth, a, a_line_stride, a_depth_stride, b, b_depth_stride, partial, c, c_row_stride, finish);
 }
 
 // 16 bfloat16 values to and from one vector. vcvtneps2bf16 rounds to nearest even as c10::BFloat16
@@ -96,10 +92,11 @@ POINTWISE_TARGET_AVX512_BF16 void store_contiguous_avx512_bf16(const float* tile
 }
 
 template void micro_kernel_avx512_bf16<Avx512Bf16Tile>(int64_t, const c10::BFloat16*, int64_t, int64_t,
-                                                       const c10::BFloat16*, int64_t, const float*, float*, int64_t);
+                                                       const c10::BFloat16*, int64_t, const float*, float*, int64_t,
+                                                       const TileFinish<float>*);
 template void micro_kernel_avx512_bf16<Avx512Bf16NarrowTile>(int64_t, const c10::BFloat16*, int64_t, int64_t,
                                                              const c10::BFloat16*, int64_t, const float*, float*,
-                                                             int64_t);
+                                                             int64_t, const TileFinish<float>*);
 template void store_contiguous_avx512_bf16<Avx512Bf16Tile>(const float*, const int64_t*, int64_t, const float*, bool,
                                                            const c10::BFloat16*, Activation, c10::BFloat16*);
 template void store_contiguous_avx512_bf16<Avx512Bf16NarrowTile>(const float*, const int64_t*, int64_t, const float*,

@@ -18,7 +18,7 @@ namespace pointwise::cpu {
 template <class Tile>
 POINTWISE_TARGET_AVX512_BF16 void micro_kernel_avx512_bf16(int64_t depth, const c10::BFloat16* a, int64_t a_line_stride, int64_t a_depth_stride,
                               const c10::BFloat16* b, int64_t b_depth_stride, const float* partial, float* c,
-                              int64_t c_row_stride);
+                              int64_t c_row_stride, const TileFinish<float>* finish);
 
 template <class Tile>
 POINTWISE_TARGET_AVX512_BF16 void store_contiguous_avx512_bf16(const float* tile, const int64_t* rows, int64_t col0,

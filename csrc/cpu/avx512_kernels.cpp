@@ -16,9 +16,10 @@ namespace pointwise::cpu {
 template <class Tile>
 POINTWISE_TARGET_AVX512 void micro_kernel_avx512(int64_t depth, const float* a, int64_t a_line_stride,
                                           int64_t a_depth_stride, const float* b, int64_t b_depth_stride,
-                                          const float* partial, float* c, int64_t c_row_stride) {
+                                          const float* partial, float* c, int64_t c_row_stride,
+                                          const TileFinish<float>* finish) {
   micro_kernel<VecMath<float, 16>, Tile>(depth, a, a_line_stride, a_depth_stride, b, b_depth_stride, partial, c,
-                                         c_row_stride);
+                                         c_row_stride, finish);
 }
 
 template <class Tile>
@@ -40,7 +41,7 @@ POINTWISE_TARGET_AVX512 void store_contiguous_avx512(const float* tile, const in
 
 #define POINTWISE_AVX512_TILE(Tile)                                                                              \
   template void micro_kernel_avx512<Tile>(int64_t, const float*, int64_t, int64_t, const float*, int64_t,        \
-                                          const float*, float*, int64_t);                                        \
+                                          const float*, float*, int64_t, const TileFinish<float>*);              \
   template void finish_in_place_avx512<Tile>(float*, int64_t, const float*, bool, const float*, Activation);    \
   template void store_contiguous_avx512<Tile, c10::BFloat16>(const float*, const int64_t*, int64_t, const float*, \
                                                              bool, const c10::BFloat16*, Activation,             \

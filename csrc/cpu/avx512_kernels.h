@@ -23,7 +23,7 @@ using Avx512NarrowTile = RegisterTile<12, 16>;
 template <class Tile>
 POINTWISE_TARGET_AVX512 void micro_kernel_avx512(int64_t depth, const float* a, int64_t a_line_stride, int64_t a_depth_stride,
                          const float* b, int64_t b_depth_stride, const float* partial, float* c,
-                         int64_t c_row_stride);
+                         int64_t c_row_stride, const TileFinish<float>* finish);
 template <class Tile>
 POINTWISE_TARGET_AVX512 void finish_in_place_avx512(float* tile, int64_t row_stride, const float* bias, bool bias_on_rows,
                             const float* residual, Activation activation);

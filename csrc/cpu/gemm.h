@@ -13,6 +13,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "epilogue.h"
+
 namespace pointwise::cpu {
 
 // The tile of C a micro-kernel keeps in registers: kRows x kCols. Each ISA's kernel set
@@ -198,8 +200,67 @@ void pack_panels(const Panels<P, kGroup>& out, const T* src, const int64_t* line
   }
 }
 
+// The epilogue a micro-kernel applies to a tile it writes, while the sums are still in registers:
+// c = act(sum + bias + residual) (epilogue.h), the bias per row of the tile or per column (this
+// tile's first), the residual's rows as far apart as c's. Plain (nothing to add, no activation):
+// the sums are stored as they are. Applied in a second pass over the written tile instead (AVX2
+// EPYC, one thread, batch 2, best of 10 runs): 2.6-2.8 ms against 1.5-1.6 ms for a 16 -> 96
+// channels_last layer with a bias.
+template <typename Acc>
+struct TileFinish {
+  const Acc* bias = nullptr;
+  bool bias_on_rows = false;
+  const Acc* residual = nullptr;
+  Activation activation = Activation::kNone;
+
+  bool plain() const { return bias == nullptr && residual == nullptr && activation == Activation::kNone; }
+};
+
+// Stores the kRows x kCols sums held in M's vectors (acc[i][v]: row i, lanes v * M::kLanes on) to
+// c, rows row_stride apart, finished by `finish` (null: plain). Every micro-kernel ends with it;
+// always inlined into the kernel set's function, whose target attribute M's arithmetic needs.
+template <class M, class Tile, typename Acc>
+__attribute__((always_inline)) inline void store_finished(
+    const typename M::V (&acc)[Tile::kRows][Tile::kCols / M::kLanes], Acc* c, int64_t row_stride,
+    const TileFinish<Acc>* finish) {
+  using V = typename M::V;
+  constexpr int kRows = Tile::kRows, kLanes = M::kLanes, kVectors = Tile::kCols / kLanes;
+  if (finish == nullptr || finish->plain()) {
+#pragma GCC unroll 16
+    for (int i = 0; i < kRows; ++i) {
+#pragma GCC unroll 16
+      for (int v = 0; v < kVectors; ++v) M::store(c + i * row_stride + v * kLanes, acc[i][v]);
+    }
+    return;
+  }
+  const Acc* bias = finish->bias;
+  const Acc* residual = finish->residual;
+  const bool add_bias = bias != nullptr, add_residual = residual != nullptr, bias_on_rows = finish->bias_on_rows;
+  // always_inline: a lambda left out of line would be built for the baseline ISA (SiLU's and
+  // GELU's were, in SSE).
+  dispatch_activation(finish->activation, [&](auto a) __attribute__((always_inline)) {
+    constexpr Activation A = decltype(a)::value;
+    V column_bias[kVectors];
+#pragma GCC unroll 16
+    for (int v = 0; v < kVectors; ++v)
+      column_bias[v] = add_bias && !bias_on_rows ? M::load(bias + v * kLanes) : M::splat(0);
+#pragma GCC unroll 16
+    for (int i = 0; i < kRows; ++i) {
+      const Acc row_bias = add_bias && bias_on_rows ? bias[i] : Acc(0);  // a scalar operand (vec.h)
+#pragma GCC unroll 16
+      for (int v = 0; v < kVectors; ++v) {
+        const V r = add_residual ? M::load(residual + i * row_stride + v * kLanes) : M::splat(0);
+        M::store(c + i * row_stride + v * kLanes,
+                 bias_on_rows ? epilogue_value<A, M>(acc[i][v], add_bias, row_bias, add_residual, r)
+                              : epilogue_value<A, M>(acc[i][v], add_bias, column_bias[v], add_residual, r));
+      }
+    }
+  });
+}
+
 // c[i * c_row_stride + j] = partial[i * kCols + j] + sum over `depth` steps of A(i, k) * B(j, k)
-// for the kRows x kCols tile; a null `partial` counts as zeros. The panels are as Panels<P, g>
+// for the kRows x kCols tile, finished by `finish` (TileFinish; null: plain) as it is stored; a
+// null `partial` counts as zeros. The panels are as Panels<P, g>
 // lays them out: A's element (i, k) at a[i * a_line_stride + k * a_depth_stride] for single steps;
 // B's lines contiguous, element (j, k) at b[j + k * b_depth_stride]; with pairs (g = 2), the pair
 // of steps k, k + 1 (k even) of A's line i at a[i * a_line_stride + k * a_depth_stride + {0, 1}]
@@ -210,13 +271,13 @@ void pack_panels(const Panels<P, kGroup>& out, const T* src, const int64_t* line
 template <typename P, typename Acc = P>
 using MicroKernel = void (*)(int64_t depth, const P* a, int64_t a_line_stride,
                              int64_t a_depth_stride, const P* b, int64_t b_depth_stride,
-                             const Acc* partial, Acc* c, int64_t c_row_stride);
+                             const Acc* partial, Acc* c, int64_t c_row_stride, const TileFinish<Acc>* finish);
 
 // Plain loops; the compiler vectorises the column loop for the baseline ISA.
 template <typename Acc, class Tile>
 void micro_kernel_portable(int64_t depth, const Acc* a, int64_t a_line_stride,
                            int64_t a_depth_stride, const Acc* b, int64_t b_depth_stride,
-                           const Acc* partial, Acc* c, int64_t c_row_stride) {
+                           const Acc* partial, Acc* c, int64_t c_row_stride, const TileFinish<Acc>* finish) {
   constexpr int kRows = Tile::kRows, kCols = Tile::kCols;
   Acc acc[kRows][kCols];
   for (int i = 0; i < kRows; ++i) {
@@ -231,17 +292,16 @@ void micro_kernel_portable(int64_t depth, const Acc* a, int64_t a_line_stride,
     a += a_depth_stride;
     b += b_depth_stride;
   }
-  for (int i = 0; i < kRows; ++i) {
-    for (int j = 0; j < kCols; ++j) c[i * c_row_stride + j] = acc[i][j];
-  }
+  store_finished<ScalarMath<Acc>, Tile>(acc, c, c_row_stride, finish);
 }
 
-// Where the micro-kernel writes a finished tile: rows `row_stride` apart from `data`, or, with a
-// null `data`, the accumulator buffer.
+// Where the micro-kernel writes a finished tile: rows `row_stride` apart from `data`, finished by
+// `finish` on the way; or, with a null `data`, the accumulator buffer, plain.
 template <typename Acc>
 struct TileDestination {
   Acc* data = nullptr;
   int64_t row_stride = 0;
+  TileFinish<Acc> finish;
 };
 
 // Cache blocking of a kernel set whose register tile is Tile, sized for 32 KiB of L1d and 512 KiB
@@ -268,9 +328,9 @@ struct FromZero {
 // C = A . B for packed operands, with the micro-kernel and blocking of kernel set K (cpu/kernels.h):
 // a holds panels of K::Tile::kRows lines, b panels of K::Tile::kCols contiguous lines (not in
 // rows), each over the full `depth`. For each tile of C, once its sum is complete, the micro-kernel
-// writes it to destination(a_panel, b_panel) (see TileDestination) and then
-// finish(written, direct, a_panel, b_panel) runs: `written` is where the tile went, `direct`
-// whether that is the destination rather than the accumulator buffer. A tile's sum starts from
+// writes it to destination(a_panel, b_panel) (see TileDestination: finished there as its
+// TileFinish says) and then finish(written, direct, a_panel, b_panel) runs: `written` is where the
+// tile went, `direct` whether that is the destination rather than the accumulator buffer. A tile's sum starts from
 // zero or, with an `initial` other than FromZero, from the values initial(a_panel, b_panel, tile)
 // writes into `tile` (kCols apart): how a long reduction goes on from where an earlier call left
 // its partial sums. `accumulators` holds K::Blocking::kAccumulatorSize values.
@@ -309,7 +369,8 @@ void gemm_packed(const Panels<P, kGroup>& a, const Panels<P, kGroup>& b, int64_t
             if (!direct) out = {buffered, kCols};
             if (!kFromZero && kb == 0) initial(ap, bp, buffered);
             K::micro_kernel(steps, a.at(ap, k0), a.line_stride, a.depth_stride, b.at(bp, k0),
-                            b.depth_stride, kb > 0 || !kFromZero ? buffered : nullptr, out.data, out.row_stride);
+                            b.depth_stride, kb > 0 || !kFromZero ? buffered : nullptr, out.data, out.row_stride,
+                            &out.finish);
             if (last) finish(out, direct, ap, bp);
           }
         }

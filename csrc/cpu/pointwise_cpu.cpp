@@ -268,16 +268,18 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
                        : TileColumns{block_channel_offsets + b_panel * kChannelWidth,
                                      bool(channels_contiguous[g * channel_panels + first_channel_panel + b_panel])};
           };
+          auto tile_bias = [&](int64_t a_panel, int64_t b_panel) -> const Acc* {
+            const int64_t channel_panel = kPixelsAreColumns ? a_panel : b_panel;
+            return block_bias != nullptr ? block_bias + channel_panel * kChannelWidth : nullptr;
+          };
           auto destination = [&](int64_t a_panel, int64_t b_panel) {
-            return direct_destination<Shape, Acc>(pg.dst, tile_rows(a_panel), tile_cols(b_panel));
+            return direct_destination<Shape>(pg.dst, tile_rows(a_panel), tile_cols(b_panel),
+                                             tile_bias(a_panel, b_panel), epilogue);
           };
           auto finish = [&](const TileDestination<Acc>& written, bool direct, int64_t a_panel,
                             int64_t b_panel) {
-            const int64_t channel_panel = kPixelsAreColumns ? a_panel : b_panel;
-            const Acc* tile_bias =
-                block_bias != nullptr ? block_bias + channel_panel * kChannelWidth : nullptr;
-            finish_tile<Shape>(written, direct, tile_rows(a_panel), tile_cols(b_panel), tile_bias,
-                               epilogue, pg.dst);
+            finish_tile<Shape>(written, direct, tile_rows(a_panel), tile_cols(b_panel),
+                               tile_bias(a_panel, b_panel), epilogue, pg.dst);
           };
           if constexpr (kPixelsAreColumns) {
             gemm_packed<K>(block_weights, pixels, pg.depth, accumulators.get(), destination, finish);
@@ -471,7 +473,7 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
             return TileColumns{cols.data() + b_panel * Shape::kCols, bool(cols_contiguous[b_panel])};
           };
           auto destination = [&](int64_t a_panel, int64_t b_panel) {
-            return direct_destination<Shape, Acc>(partial, tile_rows(a_panel), tile_cols(b_panel));
+            return direct_destination<Shape>(partial, tile_rows(a_panel), tile_cols(b_panel), no_bias, plain);
           };
           auto finish = [&](const TileDestination<Acc>& written, bool direct, int64_t a_panel, int64_t b_panel) {
             finish_tile<Shape>(written, direct, tile_rows(a_panel), tile_cols(b_panel), no_bias, plain, partial);

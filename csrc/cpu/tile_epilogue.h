@@ -12,37 +12,26 @@ namespace pointwise::cpu {
 
 // Finishes a kRows x kCols tile in place: tile = act(tile + bias + residual), rows row_stride
 // apart and columns contiguous, the residual laid out like the tile and the bias per row or per
-// column (null: none). Each kernel set has one (cpu/kernels.h), finish_in_place below in its own
-// vectors; store_tile calls it too, on a tile gathered into a buffer. One pass while the tile is
-// still in L1: applied element by element after the store, it cost more than the GEMM itself for
-// short reductions (2 cycles an element against ~1 at K = 16).
+// column (null: none): for tiles the micro-kernel wrote to the accumulator buffer (store_tile).
+// Each kernel set has one (cpu/kernels.h), finish_in_place below in its own vectors.
 template <typename Acc>
 using InPlaceFinisher = void (*)(Acc* tile, int64_t row_stride, const Acc* bias, bool bias_on_rows,
                                  const Acc* residual, Activation activation);
 
-// The element-wise epilogue of epilogue.h over a Tile, in M's vectors (M::kLanes elements; one
-// for ScalarMath), for activation A.
-template <class M, class Tile, Activation A, typename Acc>
-POINTWISE_HOST_DEVICE void finish_in_place(Acc* tile, int64_t row_stride, const Acc* bias, bool bias_on_rows,
-                                           const Acc* residual) {
-  using V = typename M::V;
+// The InPlaceFinisher in M's vectors: the tile loaded into them and stored as a micro-kernel
+// stores its sums (gemm.h's store_finished), so the two round alike.
+template <class M, class Tile, typename Acc>
+__attribute__((always_inline)) inline void finish_in_place(Acc* tile, int64_t row_stride, const Acc* bias,
+                                                           bool bias_on_rows, const Acc* residual,
+                                                           Activation activation) {
   constexpr int kLanes = M::kLanes, kVectors = Tile::kCols / kLanes;
   static_assert(Tile::kCols % kLanes == 0, "a tile row is a whole number of vectors");
-  const bool add_bias = bias != nullptr, add_residual = residual != nullptr;
-  // Loaded once: the stores into the tile below could alias the bias for all the compiler knows.
-  V column_bias[kVectors];
-  for (int v = 0; v < kVectors; ++v)
-    column_bias[v] = add_bias && !bias_on_rows ? M::load(bias + v * kLanes) : M::splat(0);
+  typename M::V z[Tile::kRows][kVectors];
   for (int i = 0; i < Tile::kRows; ++i) {
-    Acc* row = tile + i * row_stride;
-    const Acc row_bias = add_bias && bias_on_rows ? bias[i] : Acc(0);  // a scalar operand (vec.h)
-    for (int v = 0; v < kVectors; ++v) {
-      const V z = M::load(row + v * kLanes);
-      const V r = add_residual ? M::load(residual + i * row_stride + v * kLanes) : M::splat(0);
-      M::store(row + v * kLanes, bias_on_rows ? epilogue_value<A, M>(z, add_bias, row_bias, add_residual, r)
-                                              : epilogue_value<A, M>(z, add_bias, column_bias[v], add_residual, r));
-    }
+    for (int v = 0; v < kVectors; ++v) z[i][v] = M::load(tile + i * row_stride + v * kLanes);
   }
+  const TileFinish<Acc> finish{bias, bias_on_rows, residual, activation};
+  store_finished<M, Tile>(z, tile, row_stride, &finish);
 }
 
 // A finished tile stored to a 16-bit output (bfloat16, float16) whose columns are contiguous, in
@@ -101,17 +90,6 @@ __attribute__((always_inline)) inline void store_contiguous(const Acc* tile, con
   });
 }
 
-// finish_in_place for a run-time activation.
-template <class M, class Tile, typename Acc>
-POINTWISE_HOST_DEVICE void finish_in_place(Acc* tile, int64_t row_stride, const Acc* bias, bool bias_on_rows,
-                                           const Acc* residual, Activation activation) {
-  // always_inline: an ISA's kernel file calls this from its target-attributed functions, and a
-  // lambda left out of line would be built for the baseline ISA (SiLU's and GELU's were, in SSE).
-  dispatch_activation(activation, [&](auto a) __attribute__((always_inline)) {
-    finish_in_place<M, Tile, decltype(a)::value>(tile, row_stride, bias, bias_on_rows, residual);
-  });
-}
-
 // What is added to a tile before the activation: a bias, given per tile and indexed by the
 // tile's rows or columns, whichever are channels, and a residual at the destination's offsets.
 template <typename Acc, typename T>
@@ -143,16 +121,25 @@ inline void contiguous_panels(const int64_t* offsets, int64_t panels, int width,
 }
 
 // The destination of a Tile-sized tile whose elements go to dst[rows[i] + cols[j]], for the
-// micro-kernel to write straight into: possible when the destination has the accumulation type,
-// every row and column is inside it (no negative offset), the columns are contiguous and the rows
-// evenly spaced. Otherwise null: the tile goes through the accumulator buffer and store_tile.
-template <class Tile, typename Acc, typename Out>
-TileDestination<Acc> direct_destination(Out* dst, const int64_t* rows, const TileColumns& cols) {
+// micro-kernel to write straight into and finish on the way (bias: this tile's first row's or
+// column's): possible when the destination has the accumulation type, every row and column is
+// inside it (no negative offset), the columns are contiguous and the rows evenly spaced. Otherwise
+// null: the tile goes through the accumulator buffer and store_tile.
+template <class Tile, typename Acc, typename T, typename Out>
+TileDestination<Acc> direct_destination(Out* dst, const int64_t* rows, const TileColumns& cols, const Acc* bias,
+                                        const TileEpilogue<Acc, T>& epilogue) {
   constexpr int kRows = Tile::kRows, kCols = Tile::kCols;
   if constexpr (std::is_same_v<Out, Acc>) {
     const int64_t row_stride = rows[1] - rows[0];
     if (!cols.contiguous || row_stride < kCols || !evenly_spaced(rows, kRows, row_stride)) return {};
-    return {dst + rows[0] + cols.offsets[0], row_stride};
+    const int64_t first = rows[0] + cols.offsets[0];
+    const Acc* residual = nullptr;
+    if constexpr (std::is_same_v<T, Acc>) {
+      if (epilogue.residual != nullptr) residual = epilogue.residual + first;
+    } else if (epilogue.residual != nullptr) {
+      return {};  // a residual of another type than the destination's: store_tile converts it
+    }
+    return {dst + first, row_stride, {bias, epilogue.bias_on_rows, residual, epilogue.activation}};
   } else {
     return {};
   }
@@ -208,20 +195,12 @@ void store_tile(Acc* tile, const int64_t* rows, const TileColumns& columns, cons
 }
 
 // Completes a tile that the micro-kernel wrote to `written`: scatters it from the accumulator
-// buffer, or applies bias, residual and activation in place when it went straight to dst.
+// buffer; one that went straight to dst was finished there (direct_destination).
 template <class Tile, typename Acc, typename T, typename Out>
 void finish_tile(const TileDestination<Acc>& written, bool direct, const int64_t* rows,
                  const TileColumns& cols, const Acc* bias, const TileEpilogue<Acc, T>& epilogue,
                  Out* dst) {
-  if (direct) {
-    if (epilogue.plain(bias)) return;
-    if constexpr (std::is_same_v<T, Acc>) {  // always so: a direct tile has the output's type
-      const T* residual = epilogue.residual != nullptr ? epilogue.residual + rows[0] + cols.offsets[0] : nullptr;
-      epilogue.finish_in_place(written.data, written.row_stride, bias, epilogue.bias_on_rows, residual,
-                               epilogue.activation);
-      return;
-    }
-  }
+  if (direct) return;
   store_tile<Tile>(written.data, rows, cols, bias, epilogue, dst);  // the accumulator buffer, rows kCols apart
 }
 

@@ -9,9 +9,11 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
+#include "cpu/gemm.h"
 #include "cpu/isa.h"
 #include "epilogue.h"
 
@@ -44,45 +46,62 @@ struct VecMath {
   POINTWISE_HOST_DEVICE static V select(I mask, V a, V b) { return mask ? a : b; }
   POINTWISE_HOST_DEVICE static V abs(V x) { return x < V{} ? -x : x; }
 
-  // e^x, the Cephes expf scheme: x = n ln2 + r with |r| <= ln2 / 2, e^r from a degree-6
-  // polynomial (about 1 ulp), 2^n built in the exponent bits as two factors, so that results down
-  // to the smallest subnormal and up to FLT_MAX need no special case; beyond those, 0 and
-  // infinity as expf gives them. NaN stays NaN (every comparison with it is false).
+  // e^x. double: std::exp lane by lane, as ScalarMath<double> computes it, so that every double
+  // path agrees. float: the Cephes expf scheme: x = n ln2 + r with |r| <= ln2 / 2, e^r
+  // from a degree-6 polynomial (about 1 ulp), 2^n built in the exponent bits as two factors, so
+  // that results down to the smallest subnormal and up to FLT_MAX need no special case; beyond
+  // those, 0 and infinity as expf gives them. NaN stays NaN (every comparison with it is false).
   POINTWISE_HOST_DEVICE static V exp(V x) {
-    static_assert(std::is_same_v<T, float>, "exp is written for float vectors");
-    const V hi = splat(88.72283935546875), lo = splat(-103.97208404541015625);
-    const V clamped = select(x > hi, hi, select(x < lo, lo, x));
-    // Round x / ln2 to the nearest integer: adding and subtracting 1.5 * 2^23 leaves no fraction.
-    const V shift = splat(12582912.0);
-    const V n = (clamped * splat(1.44269504088896341) + shift) - shift;
-    // ln 2 in two parts, so that n * ln2_hi is exact.
-    V r = clamped - n * splat(0.693359375);
-    r = r - n * splat(-2.12194440e-4);
-    V p = splat(1.9875691500e-4);
-    p = p * r + splat(1.3981999507e-3);
-    p = p * r + splat(8.3334519073e-3);
-    p = p * r + splat(4.1665795894e-2);
-    p = p * r + splat(1.6666665459e-1);
-    p = p * r + splat(5.0000001201e-1);
-    const V e_r = p * (r * r) + (r + splat(1.0));
-    // Exact: n is integral, -150 <= n <= 128 (NaN, whose conversion is undefined, becomes 0).
-    const I k = __builtin_convertvector(select(n == n, n, splat(0)), I);
-    const I half = k >> 1;
-    const V two_half = (V)((half + 127) << 23), two_rest = (V)((k - half + 127) << 23);
-    const V e = (e_r * two_half) * two_rest;
-    return select(x > hi, splat(__builtin_inff()), select(x < lo, splat(0), e));
+    if constexpr (std::is_same_v<T, double>) {
+      return lanewise(x, [](T v) { return std::exp(v); });
+    } else {
+      static_assert(std::is_same_v<T, float>, "exp is written for float and double vectors");
+      const V hi = splat(88.72283935546875), lo = splat(-103.97208404541015625);
+      const V clamped = select(x > hi, hi, select(x < lo, lo, x));
+      // Round x / ln2 to the nearest integer: adding and subtracting 1.5 * 2^23 leaves no fraction.
+      const V shift = splat(12582912.0);
+      const V n = (clamped * splat(1.44269504088896341) + shift) - shift;
+      // ln 2 in two parts, so that n * ln2_hi is exact.
+      V r = clamped - n * splat(0.693359375);
+      r = r - n * splat(-2.12194440e-4);
+      V p = splat(1.9875691500e-4);
+      p = p * r + splat(1.3981999507e-3);
+      p = p * r + splat(8.3334519073e-3);
+      p = p * r + splat(4.1665795894e-2);
+      p = p * r + splat(1.6666665459e-1);
+      p = p * r + splat(5.0000001201e-1);
+      const V e_r = p * (r * r) + (r + splat(1.0));
+      // Exact: n is integral, -150 <= n <= 128 (NaN, whose conversion is undefined, becomes 0).
+      const I k = __builtin_convertvector(select(n == n, n, splat(0)), I);
+      const I half = k >> 1;
+      const V two_half = (V)((half + 127) << 23), two_rest = (V)((k - half + 127) << 23);
+      const V e = (e_r * two_half) * two_rest;
+      return select(x > hi, splat(__builtin_inff()), select(x < lo, splat(0), e));
+    }
   }
 
-  // erfc(x) for x >= 0, Abramowitz & Stegun 7.1.26: absolute error below 1.5e-7.
+  // erfc(x) for x >= 0. double: std::erfc lane by lane, as exp. float: Abramowitz & Stegun
+  // 7.1.26, absolute error below 1.5e-7.
   POINTWISE_HOST_DEVICE static V erfc_nonnegative(V x) {
-    const V one = splat(1.0);
-    const V t = one / (splat(0.3275911) * x + one);
-    V p = splat(1.061405429);
-    p = p * t + splat(-1.453152027);
-    p = p * t + splat(1.421413741);
-    p = p * t + splat(-0.284496736);
-    p = p * t + splat(0.254829592);
-    return (p * t) * exp(-(x * x));
+    if constexpr (std::is_same_v<T, double>) {
+      return lanewise(x, [](T v) { return std::erfc(v); });
+    } else {
+      const V one = splat(1.0);
+      const V t = one / (splat(0.3275911) * x + one);
+      V p = splat(1.061405429);
+      p = p * t + splat(-1.453152027);
+      p = p * t + splat(1.421413741);
+      p = p * t + splat(-0.284496736);
+      p = p * t + splat(0.254829592);
+      return (p * t) * exp(-(x * x));
+    }
+  }
+
+ private:
+  template <typename F>
+  POINTWISE_HOST_DEVICE static V lanewise(V x, F f) {
+    for (int i = 0; i < kLanes; ++i) x[i] = f(x[i]);
+    return x;
   }
 };
 
@@ -140,7 +159,7 @@ struct HalfConversion {
 template <class M, class Tile, typename T>
 POINTWISE_HOST_DEVICE void micro_kernel(int64_t depth, const T* a, int64_t a_line_stride, int64_t a_depth_stride,
                                         const T* b, int64_t b_depth_stride, const T* partial, T* c,
-                                        int64_t c_row_stride) {
+                                        int64_t c_row_stride, const TileFinish<T>* finish) {
   using V = typename M::V;
   constexpr int kRows = Tile::kRows, kCols = Tile::kCols, kLanes = M::kLanes, kVectors = kCols / kLanes;
   static_assert(kCols % kLanes == 0, "a tile row is a whole number of vectors");
@@ -166,11 +185,7 @@ POINTWISE_HOST_DEVICE void micro_kernel(int64_t depth, const T* a, int64_t a_lin
     a += a_depth_stride;
     b += b_depth_stride;
   }
-#pragma GCC unroll 16
-  for (int i = 0; i < kRows; ++i) {
-#pragma GCC unroll 4
-    for (int v = 0; v < kVectors; ++v) M::store(c + i * c_row_stride + v * kLanes, acc[i][v]);
-  }
+  store_finished<M, Tile>(acc, c, c_row_stride, finish);
 }
 
 }  // namespace pointwise::cpu
