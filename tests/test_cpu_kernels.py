@@ -122,3 +122,28 @@ def test_grad_weight_of_a_big_weight_over_long_chunks(cpu_path, dtype):
     assert rel_err(ours.reshape(1536, 1536), ref) <= tol
     again = torch.ops.pointwise_cuda.conv_backward_weight(grad, x, [1, 1], [0, 0], 1)
     assert torch.equal(ours, again)
+
+
+# Channel counts that each of an ISA's tile widths pads least (kernel_set.h's dispatch_width): 24
+# and 65 run the AVX2 set's 4 x 24 tile, 16 and 48 its 6 x 16 one (48 the AVX-512 set's 12 x 16),
+# on the forward's columns (output channels) and the grad-input's (input channels); reductions
+# shorter and longer than one depth block.
+@pytest.mark.parametrize("c_in,c_out", [(24, 16), (600, 24), (24, 65), (65, 48), (16, 300)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_each_tile_width_matches_float64(cpu_path, dtype, c_in, c_out):
+    g = torch.Generator().manual_seed(c_in * 1000 + c_out)
+    x = make_tensor((2, c_in, 5, 7), "channels_last", torch.float64)
+    x.copy_(torch.randn(x.shape, generator=g, dtype=torch.float64))
+    x = x.to(dtype).requires_grad_(True)
+    wt = torch.randn(c_out, c_in, 1, 1, generator=g, dtype=torch.float64).to(dtype).requires_grad_(True)
+    b = torch.randn(c_out, generator=g, dtype=torch.float64).to(dtype)
+    r = torch.randn(2, c_out, 5, 7, generator=g, dtype=torch.float64).to(dtype).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(2, c_out, 5, 7, generator=g, dtype=torch.float64).to(dtype)
+    out = pw.pointwise_conv2d(x, wt, b, residual=r, activation="relu")
+    out.backward(grad)
+    x64, w64 = x.detach().double().requires_grad_(True), wt.detach().double().requires_grad_(True)
+    ref = F.relu(F.conv2d(x64, w64, b.double()) + r.double())
+    ref.backward(grad.double())
+    tol = TOLERANCE[dtype] * 4
+    for name, ours, theirs in (("output", out, ref), ("grad input", x.grad, x64.grad), ("grad weight", wt.grad, w64.grad)):
+        assert rel_err(ours, theirs) <= tol, f"{name} on the {cpu_path} path: {rel_err(ours, theirs):.2e}"

@@ -7,16 +7,19 @@
 
 #include <immintrin.h>
 
+#include <type_traits>
+
 #include "cpu/vec.h"
 
 
 namespace pointwise::cpu {
 
+template <class Tile>
 POINTWISE_TARGET_AVX2 void micro_kernel_avx2(int64_t depth, const float* a, int64_t a_line_stride, int64_t a_depth_stride,
                                       const float* b, int64_t b_depth_stride, const float* partial, float* c,
                                       int64_t c_row_stride, const TileFinish<float>* finish) {
-  micro_kernel<VecMath<float, 8>, Avx2Tile>(depth, a, a_line_stride, a_depth_stride, b, b_depth_stride, partial, c,
-                                            c_row_stride, finish);
+  micro_kernel<VecMath<float, 8>, Tile>(depth, a, a_line_stride, a_depth_stride, b, b_depth_stride, partial, c,
+                                        c_row_stride, finish);
 }
 
 POINTWISE_TARGET_AVX2 void micro_kernel_avx2(int64_t depth, const double* a, int64_t a_line_stride,
@@ -27,24 +30,34 @@ POINTWISE_TARGET_AVX2 void micro_kernel_avx2(int64_t depth, const double* a, int
                                                    partial, c, c_row_stride, finish);
 }
 
+template <class Tile>
 POINTWISE_TARGET_AVX2 void finish_in_place_avx2(float* tile, int64_t row_stride, const float* bias, bool bias_on_rows,
                                          const float* residual, Activation activation) {
-  finish_in_place<VecMath<float, 8>, Avx2Tile>(tile, row_stride, bias, bias_on_rows, residual, activation);
+  finish_in_place<VecMath<float, 8>, Tile>(tile, row_stride, bias, bias_on_rows, residual, activation);
 }
 
+template <typename Out>
+using ConversionAvx2 = std::conditional_t<std::is_same_v<Out, c10::Half>, HalfConversion<8>, Bf16Conversion<8>>;
+
+template <class Tile, typename Out>
 POINTWISE_TARGET_AVX2 void store_contiguous_avx2(const float* tile, const int64_t* rows, int64_t col0, const float* bias,
-                                                bool bias_on_rows, const c10::BFloat16* residual, Activation activation,
-                                                c10::BFloat16* dst) {
-  store_contiguous<VecMath<float, 8>, Avx2Tile, Bf16Conversion<8>>(tile, rows, col0, bias, bias_on_rows, residual,
-                                                                   activation, dst);
+                                                bool bias_on_rows, const Out* residual, Activation activation,
+                                                Out* dst) {
+  store_contiguous<VecMath<float, 8>, Tile, ConversionAvx2<Out>>(tile, rows, col0, bias, bias_on_rows, residual,
+                                                                activation, dst);
 }
 
-POINTWISE_TARGET_AVX2 void store_contiguous_avx2(const float* tile, const int64_t* rows, int64_t col0, const float* bias,
-                                                bool bias_on_rows, const c10::Half* residual, Activation activation,
-                                                c10::Half* dst) {
-  store_contiguous<VecMath<float, 8>, Avx2Tile, HalfConversion<8>>(tile, rows, col0, bias, bias_on_rows, residual,
-                                                                  activation, dst);
-}
+#define POINTWISE_AVX2_TILE(Tile)                                                                                \
+  template void micro_kernel_avx2<Tile>(int64_t, const float*, int64_t, int64_t, const float*, int64_t,          \
+                                        const float*, float*, int64_t, const TileFinish<float>*);                \
+  template void finish_in_place_avx2<Tile>(float*, int64_t, const float*, bool, const float*, Activation);      \
+  template void store_contiguous_avx2<Tile, c10::BFloat16>(const float*, const int64_t*, int64_t, const float*,   \
+                                                           bool, const c10::BFloat16*, Activation,               \
+                                                           c10::BFloat16*);                                      \
+  template void store_contiguous_avx2<Tile, c10::Half>(const float*, const int64_t*, int64_t, const float*, bool, \
+                                                       const c10::Half*, Activation, c10::Half*);
+POINTWISE_AVX2_TILE(Avx2Tile)
+POINTWISE_AVX2_TILE(Avx2WideTile)
 
 }  // namespace pointwise::cpu
 

@@ -47,7 +47,7 @@ using Avx512Bf16NarrowTile = RegisterTile<16, 16>;
 // 256 depth steps of 2-byte values keep a B panel of 32 lines at 16 KiB of L1.
 template <>
 struct KernelSet<Isa::kAvx512Bf16, c10::BFloat16> : Avx512Bf16Kernels<Avx512Bf16Tile, 256> {
-  using Narrow = Avx512Bf16Kernels<Avx512Bf16NarrowTile, 512>;
+  using OtherWidth = Avx512Bf16Kernels<Avx512Bf16NarrowTile, 512>;
 };
 
 }  // namespace pointwise::cpu

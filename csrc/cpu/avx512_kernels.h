@@ -16,8 +16,9 @@ namespace pointwise::cpu {
 // 6 x 32 floats: 12 zmm accumulators, enough to hide the FMA latency of two pipes (as fast as 14 x 32
 // and 6 x 64 in a single-core measurement, bench/microkernels.py), with the AVX2 set's 6 rows.
 using Avx512Tile = RegisterTile<6, 32>;
-// 12 x 16, for GEMMs whose columns number at most 16 (NHWC layers with 16 or fewer output channels,
-// or per group; NCHW maps of 16 or fewer pixels), where a 32-column tile would be half padding.
+// 12 x 16, for GEMMs whose columns it pads less than a 32-column tile (kernel_set.h's
+// dispatch_width): 16 or fewer (NHWC layers with 16 or fewer output channels, or per group; NCHW
+// maps of 16 or fewer pixels), where a 32-column tile would be half padding, or 48, 80, ...
 using Avx512NarrowTile = RegisterTile<12, 16>;
 
 template <class Tile>
@@ -49,7 +50,7 @@ struct Avx512FloatKernels {
 // 128 depth steps keep a B panel of 32 lines at 16 KiB of L1, as the AVX2 set's 256 of 16 lines.
 template <>
 struct KernelSet<Isa::kAvx512, float> : Avx512FloatKernels<Avx512Tile, 128> {
-  using Narrow = Avx512FloatKernels<Avx512NarrowTile, 256>;
+  using OtherWidth = Avx512FloatKernels<Avx512NarrowTile, 256>;
 };
 
 }  // namespace pointwise::cpu

@@ -60,22 +60,24 @@ struct KernelSet<Isa::kPortable, T> {
   }
 };
 
-// A kernel set may have a second one for narrow GEMMs, K::Narrow (a tile with fewer columns and
-// more rows): f(KernelSetTag<K::Narrow>{}) where K has one and `columns` fit its tile, else
-// f(KernelSetTag<K>{}). `columns`: the extent of the GEMM along the tiles' columns.
+// A kernel set may have a second one whose tile has another number of columns, K::OtherWidth:
+// f(KernelSetTag<K::OtherWidth>{}) where K has one and its tiles pad `columns` to fewer than K's
+// do, else f(KernelSetTag<K>{}). `columns`: the extent of the GEMM along the tiles' columns. Padded
+// columns are multiply-adds thrown away: 24 columns on 16-column tiles cost as much as 32.
 template <class K>
 struct KernelSetTag {
   using type = K;
 };
 template <class K, class = void>
-struct HasNarrow : std::false_type {};
+struct HasOtherWidth : std::false_type {};
 template <class K>
-struct HasNarrow<K, std::void_t<typename K::Narrow>> : std::true_type {};
+struct HasOtherWidth<K, std::void_t<typename K::OtherWidth>> : std::true_type {};
 
 template <class K, typename F>
 decltype(auto) dispatch_width(int64_t columns, F&& f) {
-  if constexpr (HasNarrow<K>::value) {
-    if (columns <= K::Narrow::Tile::kCols) return f(KernelSetTag<typename K::Narrow>{});
+  if constexpr (HasOtherWidth<K>::value) {
+    auto padded = [columns](int64_t width) { return (columns + width - 1) / width * width; };
+    if (padded(K::OtherWidth::Tile::kCols) < padded(K::Tile::kCols)) return f(KernelSetTag<typename K::OtherWidth>{});
   }
   return f(KernelSetTag<K>{});
 }

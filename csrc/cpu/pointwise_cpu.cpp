@@ -294,14 +294,14 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
 // Whether the GEMM puts pixels on the tiles' columns (their vectors) rather than on their rows:
 // where pixels are contiguous (NCHW), and channels otherwise (NHWC). Images of one pixel
 // (squeeze-excite layers) are the same bytes in both layouts: their few pixels (the batch) go on
-// the columns of a narrow tile (gemm.h packs the weight's rows as A by copying them), many on the
+// the columns of a 16-column tile (gemm.h packs the weight's rows as A by copying them), many on the
 // rows.
 bool pixels_are_columns(const ConvGeometry& g, int64_t pixels) {
   if (g.in_pixels() == 1 && g.out_pixels() == 1) return pixels <= 16;
   return !g.channels_last;
 }
 
-// With the selected ISA's kernel set (its narrow one where the tiles' columns are few).
+// With the selected ISA's kernel set (the one of its tile widths that pads the columns least).
 template <typename T>
 void run_pixel_gemm(const PixelGemm<T>& pg, const ConvGeometry& g) {
   const bool pixels_are_columns = cpu::pixels_are_columns(g, pg.pixels);
