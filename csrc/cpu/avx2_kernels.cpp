@@ -7,8 +7,6 @@
 
 #include <immintrin.h>
 
-#include <type_traits>
-
 #include "cpu/vec.h"
 
 
@@ -36,15 +34,12 @@ POINTWISE_TARGET_AVX2 void finish_in_place_avx2(float* tile, int64_t row_stride,
   finish_in_place<VecMath<float, 8>, Tile>(tile, row_stride, bias, bias_on_rows, residual, activation);
 }
 
-template <typename Out>
-using ConversionAvx2 = std::conditional_t<std::is_same_v<Out, c10::Half>, HalfConversion<8>, Bf16Conversion<8>>;
-
 template <class Tile, typename Out>
 POINTWISE_TARGET_AVX2 void store_contiguous_avx2(const float* tile, const int64_t* rows, int64_t col0, const float* bias,
                                                 bool bias_on_rows, const Out* residual, Activation activation,
                                                 Out* dst) {
-  store_contiguous<VecMath<float, 8>, Tile, ConversionAvx2<Out>>(tile, rows, col0, bias, bias_on_rows, residual,
-                                                                activation, dst);
+  store_contiguous<VecMath<float, 8>, Tile, Conversion16<Out, 8>>(tile, rows, col0, bias, bias_on_rows, residual,
+                                                                 activation, dst);
 }
 
 #define POINTWISE_AVX2_TILE(Tile)                                                                                \

@@ -28,14 +28,11 @@ POINTWISE_TARGET_AVX512 void finish_in_place_avx512(float* tile, int64_t row_str
   finish_in_place<VecMath<float, 16>, Tile>(tile, row_stride, bias, bias_on_rows, residual, activation);
 }
 
-template <typename Out>
-using ConversionAvx512 = std::conditional_t<std::is_same_v<Out, c10::Half>, HalfConversion<16>, Bf16Conversion<16>>;
-
 template <class Tile, typename Out>
 POINTWISE_TARGET_AVX512 void store_contiguous_avx512(const float* tile, const int64_t* rows, int64_t col0,
                                                     const float* bias, bool bias_on_rows, const Out* residual,
                                                     Activation activation, Out* dst) {
-  store_contiguous<VecMath<float, 16>, Tile, ConversionAvx512<Out>>(tile, rows, col0, bias, bias_on_rows, residual,
+  store_contiguous<VecMath<float, 16>, Tile, Conversion16<Out, 16>>(tile, rows, col0, bias, bias_on_rows, residual,
                                                                     activation, dst);
 }
 

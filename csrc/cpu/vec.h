@@ -151,6 +151,10 @@ struct HalfConversion {
     __builtin_memcpy(p, &half, sizeof half);
   }
 };
+
+// The conversion of LANES floats to the 16-bit type Out and back.
+template <typename Out, int LANES>
+using Conversion16 = std::conditional_t<std::is_same_v<Out, c10::Half>, HalfConversion<LANES>, Bf16Conversion<LANES>>;
 #endif
 
 // The micro-kernel of gemm.h (single depth steps) for a Tile whose rows are whole vectors of M:
