@@ -39,6 +39,33 @@ def pin_precision(dtype_name: str) -> dict:
     }
 
 
+# glibc's mallopt parameters (malloc.h) and the values pin_allocator sets.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_PINNED_MALLOPT = {"M_MMAP_THRESHOLD": 32 << 20, "M_TRIM_THRESHOLD": 1 << 30}
+
+
+def pin_allocator() -> Optional[dict]:
+    """Fixes glibc malloc's thresholds for this process, so that host memory stays mapped between calls.
+
+    By default glibc adapts them as blocks are freed: until it has, every call of a layer whose buffers
+    are large gets them from the kernel afresh (mmap), and pays a page fault and the zeroing of each
+    page. Measured on an AVX2 EPYC, 2 threads, an NCHW 16 -> 96 layer at 112x112, batch 2: 20 timed
+    calls of F.conv2d early in a process took 8.2 ms and 5064 page faults each, 20 later ones 0.93 ms
+    and none; with the thresholds fixed, the early ones took 1.1 ms and none. Which method paid that depended on where it fell in
+    the run, so the layer tables compared the allocator's history, not kernels. Returns the values set,
+    or None where the C library is not glibc (nothing is changed)."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    params = {"M_MMAP_THRESHOLD": _M_MMAP_THRESHOLD, "M_TRIM_THRESHOLD": _M_TRIM_THRESHOLD}
+    for name, value in _PINNED_MALLOPT.items():
+        if libc.mallopt(params[name], value) != 1:
+            raise RuntimeError(f"mallopt({name}, {value}) failed")
+    return dict(_PINNED_MALLOPT)
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -152,6 +179,10 @@ def environment(device: torch.device) -> dict:
         env["mkldnn"] = torch.backends.mkldnn.is_available()
         env["cpu_isa_flags"] = cpu_isa_flags()
         env["cpu_isa_tier"] = cpu_isa_tier(env["cpu_isa_flags"])
+        # What decides how often the allocator hands memory back to the kernel (and so the page faults
+        # an eager model pays per call): glibc's tunables, or another malloc preloaded.
+        env["allocator_env"] = {k: v for k, v in sorted(os.environ.items())
+                                if k.startswith(("MALLOC_", "GLIBC_TUNABLES")) or k == "LD_PRELOAD"}
     return env
 
 

@@ -21,6 +21,7 @@ Writes <out>/e2e-<device>-<dtype>-<layout>-b<batch>.{json,md}.
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -169,22 +170,34 @@ def bench_model(name, args, device, dtype, memory_format) -> dict:
     if args.tuned:
         steps.update({(what, which + "_tuned"): tuned(step) for (what, which), step in list(steps.items())
                       if which in ("torchvision", "converted", "fused")})
-    rounds = {}
+    rounds, faults = {}, {}
     for _ in range(args.rounds):  # interleaved, so that noise lands on every variant
         for key, step in steps.items():
             if "/".join(key) in rec["errors"]:
                 continue
             try:
                 rounds.setdefault(key, []).append(median_ms(step, device, warmup=args.warmup, repeat=args.repeat))
+                faults_before = minor_faults()  # of one more call, warm: what every call pays
+                step()
+                faults.setdefault(key, []).append(minor_faults() - faults_before)
             except Exception as e:  # noqa: BLE001 (recorded; the run fails)
                 rec["errors"]["/".join(key)] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     for (what, which), times in rounds.items():
         rec["ms"].setdefault(what, {})[which] = statistics.median(times)
         rec.setdefault("ms_rounds", {}).setdefault(what, {})[which] = times
+        rec.setdefault("minor_faults_per_call", {}).setdefault(what, {})[which] = statistics.median(faults[what, which])
     for what, ms in rec["ms"].items():
         base_ms = ms.get("torchvision")
         rec.setdefault("speedup", {})[what] = {k: base_ms / v for k, v in ms.items() if base_ms and k != "torchvision"}
     return rec
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far, all threads: pages its allocator took from the kernel
+    afresh, each zeroed by the kernel on first touch. glibc's malloc gives large blocks back to the kernel
+    when they are freed (mmap, trim), so a model that frees and reallocates its activations pays this
+    at every call: time no kernel of the model spends."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _worst_spread(rec):
@@ -223,6 +236,12 @@ def markdown(result) -> str:
             ms = r["ms"].get("train_step", {})
             lines.append(f"| {r['model']} | {bu.fmt(ms.get('torchvision'), '.2f')} | {bu.fmt(ms.get('converted'), '.2f')} | "
                          f"{bu.fmt(r.get('speedup', {}).get('train_step', {}).get('converted'), '.2f')} |")
+    if env["device_type"] == "cpu":
+        faults = "; ".join(f"{r['model']}: " + ", ".join(f"{k} {v:.0f}" for k, v in r["minor_faults_per_call"].get("inference", {}).items())
+                           for r in result["models"] if r.get("minor_faults_per_call"))
+        allocator = ", ".join(f"{k}={v}" for k, v in env.get("allocator_env", {}).items()) or "none set"
+        lines += ["", f"Minor page faults per inference call (pages the allocator took from the kernel afresh, zeroed on "
+                  f"first touch; allocator variables: {allocator}): {faults}."]
     errors = "; ".join(f"{r['model']}: " + ", ".join(f"{k} {v:.1e}" for k, v in r["rel_err"].items()) for r in result["models"])
     spreads = {r["model"]: _worst_spread(r) for r in result["models"] if r.get("ms_rounds")}
     if any(s is not None for s in spreads.values()):

@@ -15,7 +15,9 @@ For each layer of the suite (bench/layers.py), in one run and on the same inputs
                 groups by reshaping; a stride-2 layer's input is gathered once beforehand (outside the timing)
   roofline      max(FLOPs / matmul peak, min bytes / copy bandwidth), both ceilings measured at startup
   fused         ours with bias + residual + ReLU in one call, against F.relu(F.conv2d(x, w, b) + r)
-Every time is a median from pointwise_cuda.timing.median_ms (L2 flushed between calls on CUDA).
+Every time is a median from pointwise_cuda.timing.median_ms (L2 flushed between calls on CUDA), with
+glibc malloc's thresholds fixed (benchutil.pin_allocator), so that no method's calls pay page faults
+that another's did not.
 Before timing, our output (with autotuning off and on) is checked against F.conv2d in float64.
 Writes <out>/layers-<device>-<dtype>-<layout>-<pass>-b<batch>.{json,md} and -speedup.png, -roofline.png.
 """
@@ -294,7 +296,7 @@ def markdown(result) -> str:
         "",
         f"torch {env['torch']}, CUDA {env['cuda']}, commit `{(env['commit'] or 'none')[:12]}`"
         f"{' (dirty)' if env['dirty'] else ''}, {env['threads']} CPU threads"
-        f"{load}. "
+        f"{load}{', glibc malloc thresholds fixed' if cfg.get('mallopt') else ''}. "
         f"Ceilings measured: copy {ceil['copy_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s (read + write), "
         f"matmul {ceil['matmul_flop_per_s'] / 1e12:.2f} TFLOP/s ({cfg['dtype']}, n={ceil['matmul_n']}).",
         "",
@@ -468,6 +470,7 @@ def main(argv=None) -> int:
     device = bu.prepare_device(args.device, args.threads)
     dtype, _ = bu.DTYPES[args.dtype]
     flags = bu.pin_precision(args.dtype)
+    allocator = bu.pin_allocator()
     memory_format = bu.LAYOUTS[args.layout]
     element_size = torch.empty((), dtype=dtype).element_size()
     path_stem = bu.output_stem(args.out, "layers", device, args.dtype, args.layout, args.pass_, args.batch)
@@ -501,7 +504,7 @@ def main(argv=None) -> int:
         "config": {"device": str(device), "dtype": args.dtype, "torch_dtype": str(dtype), "layout": args.layout,
                    "pass": args.pass_, "batch": args.batch, "smoke": args.smoke, "layers_filter": args.layers,
                    "warmup": args.warmup, "repeat": args.repeat, "rounds": args.rounds, "precision_flags": flags,
-                   "timer": "pointwise_cuda.timing.median_ms"},
+                   "mallopt": allocator, "timer": "pointwise_cuda.timing.median_ms"},
         "environment": bu.environment(device),
         "ceilings": ceilings,
         "summary": summarize(records),
