@@ -51,9 +51,9 @@ def pin_allocator() -> Optional[dict]:
     are large gets them from the kernel afresh (mmap), and pays a page fault and the zeroing of each
     page. Measured on an AVX2 EPYC, 2 threads, an NCHW 16 -> 96 layer at 112x112, batch 2: 20 timed
     calls of F.conv2d early in a process took 8.2 ms and 5064 page faults each, 20 later ones 0.93 ms
-    and none; with the thresholds fixed, the early ones took 1.1 ms and none. Which method paid that depended on where it fell in
-    the run, so the layer tables compared the allocator's history, not kernels. Returns the values set,
-    or None where the C library is not glibc (nothing is changed)."""
+    and none; with the thresholds fixed, the early ones took 1.1 ms and none. Which method paid that
+    depended on where it fell in the run. Returns the values set, or None where the C library is not
+    glibc (nothing is changed)."""
     if platform.libc_ver()[0] != "glibc":
         return None
     import ctypes

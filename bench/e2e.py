@@ -194,9 +194,9 @@ def bench_model(name, args, device, dtype, memory_format) -> dict:
 
 def minor_faults() -> int:
     """Minor page faults of this process so far, all threads: pages its allocator took from the kernel
-    afresh, each zeroed by the kernel on first touch. glibc's malloc gives large blocks back to the kernel
-    when they are freed (mmap, trim), so a model that frees and reallocates its activations pays this
-    at every call: time no kernel of the model spends."""
+    afresh, each zeroed by the kernel on first touch. Until glibc's adaptive thresholds have risen, its
+    malloc gives large freed blocks back to the kernel (munmap, trim), so a model that frees and
+    reallocates its activations can pay this at every call: time no kernel of the model spends."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
