@@ -124,6 +124,33 @@ def test_grad_weight_of_a_big_weight_over_long_chunks(cpu_path, dtype):
     assert torch.equal(ours, again)
 
 
+# Grad-weight shapes whose GEMM puts a different operand on A with 1 thread than with 2
+# on the 6 x 16 tile (backward_weight_typed): the grad output's channels on A, so that the tiles go straight to
+# grad_weight, or the input's, so that each tile is scattered over grad_weight's rows. Channels
+# last, 24 -> 40 over 1024 pixels: 2 chunks, so only with 2 threads do units cut A into blocks, and
+# the operand with fewer channels goes to B. NCHW, 1024 -> 48 over 16 pixels: rows 4 KiB apart,
+# and the model moves the input to B only with 1 thread (less transposing). The sums must not
+# change with the operands' places.
+@pytest.mark.parametrize("layout,c_in,c_out,n,hw", [("channels_last", 24, 40, 1, 32), ("nchw", 1024, 48, 1, 4)],
+                         ids=["channels_last-24-40", "nchw-1024-48"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_grad_weight_matches_float64_whichever_operand_is_a(cpu_path, dtype, layout, c_in, c_out, n, hw,
+                                                            restore_num_threads):
+    g = torch.Generator().manual_seed(c_in + c_out)
+    x = make_tensor((n, c_in, hw, hw), layout, torch.float64)
+    x.copy_(torch.randn(x.shape, generator=g, dtype=torch.float64))
+    grad = make_tensor((n, c_out, hw, hw), layout, torch.float64)
+    grad.copy_(torch.randn(grad.shape, generator=g, dtype=torch.float64))
+    x, grad = x.to(dtype), grad.to(dtype)
+    sums = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        sums[threads] = torch.ops.pointwise_cuda.conv_backward_weight(grad, x, [1, 1], [0, 0], 1)
+    ref = grad.double().transpose(0, 1).reshape(c_out, -1) @ x.double().transpose(0, 1).reshape(c_in, -1).t()
+    assert rel_err(sums[1].reshape(c_out, c_in), ref) <= TOLERANCE[dtype] * 4
+    assert torch.equal(sums[1], sums[2]), "grad weight differs between 1 and 2 threads"
+
+
 # Channel counts that each of an ISA's tile widths pads least (kernel_set.h's dispatch_width): 24
 # and 65 run the AVX2 set's 4 x 24 tile, 16 and 48 its 6 x 16 one (48 the AVX-512 set's 12 x 16),
 # on the forward's columns (output channels) and the grad-input's (input channels); reductions

@@ -393,26 +393,51 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
   const WeightGradOperand<T> input{args.input.const_data_ptr<T>(),
                                    activation_index(g, g.in_channels, /*input_grid=*/true),
                                    in_channels, 1};
-  // Which operand is A is a matter of packing cost (measured 1.1-1.5x). B is packed once per
-  // block of A; in NCHW that packing transposes (B's lines, channels, are not contiguous), so the
-  // operand with fewer channels goes there. In NHWC, A's panels copy 6 channels per pixel and
-  // B's 16: the operand with more channels goes to B.
-  const bool grad_output_is_a =
-      g.channels_last ? out_channels <= in_channels : out_channels >= in_channels;
-  const WeightGradOperand<T>& a_side = grad_output_is_a ? grad_output : input;
-  const WeightGradOperand<T>& b_side = grad_output_is_a ? input : grad_output;
-
   const int64_t group_weight_size = out_channels * in_channels;
   const int64_t weight_size = g.groups * group_weight_size;
   const int64_t pixels = g.batch * g.out_pixels();
   const int64_t chunk = reduction_chunk(pixels, weight_size);
   const int64_t chunks = ceil_div(pixels, chunk);
+  // A unit packs its chunk's pixels a slice at a time, the sums going on from slice to slice, so
+  // that its packing buffers hold kSlice pixels of A's block and of B: packing all of a chunk of
+  // 4096 pixels for a 4096 x 4096 weight took 67 MB a thread. A multiple of every kernel set's
+  // depth block (and depth group), so the sums are those of one pass over the chunk, bit for bit.
+  constexpr int64_t kSlice = 512;
+  static_assert(kSlice % Block::kDepth == 0 && kSlice % K::kDepthGroup == 0, "slices are whole depth blocks");
+  // Each unit packs all of B. Units cut A into blocks where the chunks alone leave threads idle:
+  // about two units per thread (near-equal). The split does not change any sum, only who computes
+  // it, and neither does which operand is A (each sum takes the same products in the same order).
+  const int64_t wanted_blocks = ceil_div(2 * at::get_num_threads(), chunks * g.groups);
+  // Which operand is A is a matter of packing and storing cost; it changes no sum. Measured on an
+  // AVX2 EPYC, batch 2, 2 threads:
+  //  - B is packed once per unit. In NCHW that packing transposes (B's lines, channels, are not
+  //    contiguous), so the operand with fewer channels goes there. In NHWC, A's panels copy
+  //    Shape::kRows channels per pixel and B's Shape::kCols, so the operand with more channels goes
+  //    to B; except where units cut A into blocks and B is packed once per block: there the grad
+  //    output goes to A (320 -> 1280, 512 -> 2048 and 1024 -> 2048 at 7x7 took 0.6-0.7x the time).
+  //  - Tiles go straight to grad_weight only when B is the input, whose channels are grad_weight's
+  //    contiguous dimension. Otherwise each tile is scattered over Shape::kCols of its rows, and
+  //    rows a multiple of 4 KiB apart share one L1 set and evict each other: 2048 -> 512 at 7x7
+  //    (NCHW) spent 30% of its time in those stores. With its input on B it spent 13% more in
+  //    transposing instead, and took 0.7x the time. In NCHW the input goes to B there when the
+  //    scattered stores cost more than the added transposing, in a model: a scattered tile costs as
+  //    much as transposing kScatteredTileCost elements. That layer moves with more than 55;
+  //    1024 -> 512 at 14x14 took 1.03-1.08x the time moved, and stays with less than 146.
+  constexpr int64_t kScatteredTileCost = 100;
+  const bool scattered_rows_alias = in_channels * static_cast<int64_t>(sizeof(Acc)) % 4096 == 0;
+  const int64_t a_blocks_at_most = std::max<int64_t>(1, wanted_blocks);
+  const int64_t scattered_tiles = ceil_div(in_channels, Shape::kRows) * ceil_div(out_channels, Shape::kCols) *
+                                  ceil_div(pixels, kSlice) * g.groups;
+  const int64_t added_transposing = (in_channels - out_channels) * pixels * a_blocks_at_most * g.groups;
+  const bool grad_output_is_a =
+      g.channels_last ? out_channels <= in_channels || wanted_blocks > 1 || scattered_rows_alias
+                      : out_channels >= in_channels ||
+                            (scattered_rows_alias && scattered_tiles * kScatteredTileCost > added_transposing);
+  const WeightGradOperand<T>& a_side = grad_output_is_a ? grad_output : input;
+  const WeightGradOperand<T>& b_side = grad_output_is_a ? input : grad_output;
+
   const int64_t a_panels = ceil_div(a_side.channels, Shape::kRows);
   const int64_t b_panels = ceil_div(b_side.channels, Shape::kCols);
-  // Each unit packs all of B, so units take as much of A as keeps every thread busy: about two
-  // units per thread (near-equal), fewer when the chunks alone provide them. The split does not
-  // change any sum, only who computes it.
-  const int64_t wanted_blocks = ceil_div(2 * at::get_num_threads(), chunks * g.groups);
   const int64_t a_block = ceil_div(a_panels, std::min(a_panels, wanted_blocks));
   const int64_t a_blocks = ceil_div(a_panels, a_block);
   // The partial sums of chunk c; those of chunk 0 go straight to grad_weight when it has the
@@ -429,12 +454,6 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
   };
 
   const int64_t work_per_unit = std::min(chunk, pixels) * a_block * Shape::kRows * b_side.channels;
-  // A unit packs its chunk's pixels a slice at a time, the sums going on from slice to slice, so
-  // that its packing buffers hold kSlice pixels of A's block and of B: packing all of a chunk of
-  // 4096 pixels for a 4096 x 4096 weight took 67 MB a thread. A multiple of every kernel set's
-  // depth block (and depth group), so the sums are those of one pass over the chunk, bit for bit.
-  constexpr int64_t kSlice = 512;
-  static_assert(kSlice % Block::kDepth == 0 && kSlice % K::kDepthGroup == 0, "slices are whole depth blocks");
   const int64_t slice = std::min(chunk, kSlice);
   // Units are (chunk, group, block of A's channels); a unit packs its A block and all of B.
   at::parallel_for(
