@@ -151,6 +151,29 @@ def test_grad_weight_matches_float64_whichever_operand_is_a(cpu_path, dtype, lay
     assert torch.equal(sums[1], sums[2]), "grad weight differs between 1 and 2 threads"
 
 
+# Channels-last grad-weight of few channels reads them in place (backward_weight_typed): 24 -> 48,
+# both operands; 32 -> 16, the input (the grad output's last panel of 6 is partial, so it is
+# packed); 48 -> 48 in 2 groups, the grad output (in float64, pixels 32 channels apart at most:
+# only the 24 input channels). NCHW never does, and both layouts take the same
+# products in the same order: the sums must be equal, bit for bit.
+@pytest.mark.parametrize("c_in,c_out,groups", [(24, 48, 1), (32, 16, 1), (48, 48, 2)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_grad_weight_in_place_equals_packed(cpu_path, dtype, c_in, c_out, groups):
+    g = torch.Generator().manual_seed(c_in * 100 + c_out + groups)
+    x = torch.randn(2, c_in, 32, 32, generator=g, dtype=torch.float64)
+    grad = torch.randn(2, c_out, 32, 32, generator=g, dtype=torch.float64)
+    sums = {layout: torch.ops.pointwise_cuda.conv_backward_weight(make_tensor(grad.shape, layout, dtype).copy_(grad),
+                                                                  make_tensor(x.shape, layout, dtype).copy_(x),
+                                                                  [1, 1], [0, 0], groups)
+            for layout in ("channels_last", "nchw")}
+    per_group = [grad[:, i * (c_out // groups):(i + 1) * (c_out // groups)].transpose(0, 1).reshape(c_out // groups, -1)
+                 @ x[:, i * (c_in // groups):(i + 1) * (c_in // groups)].transpose(0, 1).reshape(c_in // groups, -1).t()
+                 for i in range(groups)]
+    ref = torch.cat(per_group).reshape(c_out, c_in // groups, 1, 1)
+    assert rel_err(sums["channels_last"], ref) <= TOLERANCE[dtype] * 4
+    assert torch.equal(sums["channels_last"], sums["nchw"])
+
+
 # Channel counts that each of an ISA's tile widths pads least (kernel_set.h's dispatch_width): 24
 # and 65 run the AVX2 set's 4 x 24 tile, 16 and 48 its 6 x 16 one (48 the AVX-512 set's 12 x 16),
 # on the forward's columns (output channels) and the grad-input's (input channels); reductions

@@ -83,6 +83,11 @@ struct Panels {
   static Panels in_place(const P* data, int64_t count, int width, int64_t line_stride) {
     return {const_cast<P*>(data), count, width * line_stride, line_stride, 1};
   }
+  // Panels read in place from an operand whose lines are contiguous and whose depth steps are
+  // depth_stride apart (NHWC channels over pixels): panel p starts width lines after panel p - 1.
+  static Panels strided(const P* data, int64_t count, int width, int64_t depth_stride) {
+    return {const_cast<P*>(data), count, width, 1, depth_stride};
+  }
   // The A operand's order: rows when its source is contiguous along the depth.
   static Panels for_a(P* data, int64_t count, int width, int64_t depth, bool depth_unit_stride) {
     return depth_unit_stride ? rows(data, count, width, depth)

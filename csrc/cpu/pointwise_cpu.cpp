@@ -497,6 +497,24 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
           auto finish = [&](const TileDestination<Acc>& written, bool direct, int64_t a_panel, int64_t b_panel) {
             finish_tile<Shape>(written, direct, tile_rows(a_panel), tile_cols(b_panel), no_bias, plain, partial);
           };
+          // Where an operand's lines `first`, ... first + count - 1 can be read in place over the
+          // `depth` pixels at pixel_offsets (null: they are packed): NHWC channels, every line a real
+          // channel, pixels evenly spaced (no stride or padding), no conversion, and pixels at most
+          // kInPlaceBytes apart. Packing a layer of few channels over many pixels copies a handful
+          // of values per pixel and line: read in place, channels_last layers of 16-64 channels
+          // took 0.83-0.97x the time (batch 2, 2 threads, an AVX2 EPYC; 32 -> 16 at 112x112, 0.89x).
+          auto in_place = [&](const WeightGradOperand<T>& side, int64_t group, int64_t first, int64_t count,
+                              const int64_t* pixel_offsets, int64_t depth) -> const typename K::Packed* {
+            constexpr int64_t kInPlaceBytes = 256;
+            if constexpr (std::is_same_v<T, typename K::Packed> && K::kDepthGroup == 1) {
+              const int64_t stride = side.index.pixel_stride;
+              if (side.index.channel_stride == 1 && first + count <= side.channels &&
+                  stride * static_cast<int64_t>(sizeof(T)) <= kInPlaceBytes &&
+                  evenly_spaced(pixel_offsets, depth, stride))
+                return side.data + pixel_offsets[0] + group * side.channels + first;
+            }
+            return nullptr;
+          };
           // After the first slice, a tile's sum goes on from what the slices before stored.
           auto stored = [&](int64_t a_panel, int64_t b_panel, Acc* tile) {
             const int64_t *r = tile_rows(a_panel), *k = tile_cols(b_panel).offsets;
@@ -511,11 +529,23 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
             a_side.index.pixels_from(q0, depth, pixels, a_pixels.data());
             b_side.index.pixels_from(q0, depth, pixels, b_pixels.data());
             const bool a_unit_stride = unit_stride(a_pixels.data(), depth);
-            const Pack a = Pack::for_a(a_buffer.get(), a_count, Shape::kRows, depth, a_unit_stride);
-            const Pack b = Pack::interleaved(b_buffer.get(), b_panels, Shape::kCols, depth);
-            pack_panels<Shape::kRows>(a, a_side.data, a_lines.data(), a_pixels.data(), depth, a_unit_stride);
-            pack_panels<Shape::kCols>(b, b_side.data, b_lines.data(), b_pixels.data(), depth,
-                                      unit_stride(b_pixels.data(), depth));
+            const auto* a_source = in_place(a_side, group, a_first * Shape::kRows, a_count * Shape::kRows,
+                                            a_pixels.data(), depth);
+            const auto* b_source = in_place(b_side, group, 0, b_panels * Shape::kCols, b_pixels.data(), depth);
+            Pack a, b;
+            if (a_source != nullptr) {
+              a = Pack::strided(a_source, a_count, Shape::kRows, a_side.index.pixel_stride);
+            } else {
+              a = Pack::for_a(a_buffer.get(), a_count, Shape::kRows, depth, a_unit_stride);
+              pack_panels<Shape::kRows>(a, a_side.data, a_lines.data(), a_pixels.data(), depth, a_unit_stride);
+            }
+            if (b_source != nullptr) {
+              b = Pack::strided(b_source, b_panels, Shape::kCols, b_side.index.pixel_stride);
+            } else {
+              b = Pack::interleaved(b_buffer.get(), b_panels, Shape::kCols, depth);
+              pack_panels<Shape::kCols>(b, b_side.data, b_lines.data(), b_pixels.data(), depth,
+                                        unit_stride(b_pixels.data(), depth));
+            }
             if (q0 == q_begin) {
               gemm_packed<K>(a, b, depth, accumulators.get(), destination, finish);
             } else {
