@@ -419,7 +419,7 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
   //    contiguous dimension. Otherwise each tile is scattered over Shape::kCols of its rows, and
   //    rows a multiple of 4 KiB apart share one L1 set and evict each other: 2048 -> 512 at 7x7
   //    (NCHW) spent 30% of its time in those stores. With its input on B it spent 13% more in
-  //    transposing instead, and took 0.7x the time. In NCHW the input goes to B there when the
+  //    transposing instead, and took 0.7-0.8x the time. In NCHW the input goes to B there when the
   //    scattered stores cost more than the added transposing, in a model: a scattered tile costs as
   //    much as transposing kScatteredTileCost elements. That layer moves with more than 55;
   //    1024 -> 512 at 14x14 took 1.03-1.08x the time moved, and stays with less than 146.
