@@ -528,7 +528,6 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
             const int64_t depth = std::min(slice, q_end - q0);
             a_side.index.pixels_from(q0, depth, pixels, a_pixels.data());
             b_side.index.pixels_from(q0, depth, pixels, b_pixels.data());
-            const bool a_unit_stride = unit_stride(a_pixels.data(), depth);
             const auto* a_source = in_place(a_side, group, a_first * Shape::kRows, a_count * Shape::kRows,
                                             a_pixels.data(), depth);
             const auto* b_source = in_place(b_side, group, 0, b_panels * Shape::kCols, b_pixels.data(), depth);
@@ -536,6 +535,7 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
             if (a_source != nullptr) {
               a = Pack::strided(a_source, a_count, Shape::kRows, a_side.index.pixel_stride);
             } else {
+              const bool a_unit_stride = unit_stride(a_pixels.data(), depth);
               a = Pack::for_a(a_buffer.get(), a_count, Shape::kRows, depth, a_unit_stride);
               pack_panels<Shape::kRows>(a, a_side.data, a_lines.data(), a_pixels.data(), depth, a_unit_stride);
             }
