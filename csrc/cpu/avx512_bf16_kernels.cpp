@@ -31,6 +31,7 @@ POINTWISE_AVX512_BF16_INLINE void micro_kernel(int64_t depth, const c10::BFloat1
 #pragma GCC unroll 4
     for (int v = 0; v < kVectors; ++v) acc[i][v] = partial != nullptr ? M::load(partial + i * kCols + v * 16) : M::splat(0);
   }
+  prefetch_tile<Tile>(c, c_row_stride, finish);
   const int64_t pairs = (depth + 1) / 2;  // an odd depth's last pair ends in the packed zero step
   for (int64_t k = 0; k < pairs; ++k) {
     __m512bh b_k[kVectors];

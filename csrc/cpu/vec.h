@@ -176,6 +176,7 @@ POINTWISE_HOST_DEVICE void micro_kernel(int64_t depth, const T* a, int64_t a_lin
     for (int v = 0; v < kVectors; ++v)
       acc[i][v] = partial != nullptr ? M::load(partial + i * kCols + v * kLanes) : M::splat(0);
   }
+  prefetch_tile<Tile>(c, c_row_stride, finish);
   for (int64_t k = 0; k < depth; ++k) {
     V b_k[kVectors];
 #pragma GCC unroll 4
