@@ -10,9 +10,9 @@ BN, add), EfficientNet's MBConv (conv, BN, SiLU; the identity that StochasticDep
 A part that does not trace is fused part by part (its children), and what could not be fused is
 listed in the model's `fusion_report` and in a warning.
 
-A model that traces whole also runs channels_last inside when given a CPU image in another layout:
-its input is made channels_last once and its 4-D outputs are given back in the input's layout
-(_run_channels_last).
+A model that traces whole also runs, given a CPU image, in the layout its convolutions are fastest in
+for the image's dtype (channels_last where oneDNN runs them): its input is converted once and its 4-D
+outputs are given back in the input's layout (_run_channels_last).
 """
 
 import dataclasses
@@ -42,7 +42,7 @@ class FusionReport:
 
     fused: List[str] = dataclasses.field(default_factory=list)
     not_fused: List[str] = dataclasses.field(default_factory=list)
-    layout: str = "the input's"  # the activations' memory format inside the model (_run_channels_last)
+    layout: str = "the input's"  # the activations' memory format inside the model, per dtype (_run_channels_last)
 
     def __str__(self) -> str:
         lines = [f"{len(self.fused)} pointwise convolutions fused:"] + [f"  {line}" for line in self.fused]
@@ -54,8 +54,8 @@ class FusionReport:
 
 def fuse(model: nn.Module, report: FusionReport) -> nn.Module:
     """`model` (in eval mode, already a copy) with its pointwise convolutions fused and, where it
-    traces whole, run channels_last inside on the CPU; parts that do not trace are fused child by
-    child."""
+    traces whole, run on the CPU in its convolutions' fastest layout; parts that do not trace are fused
+    child by child."""
     fused = _fuse_traced(model, report)
     if isinstance(fused, torch.fx.GraphModule):
         _run_channels_last(fused, report)
@@ -180,14 +180,21 @@ _LAYOUT_SENSITIVE_METHODS = {"view", "view_as", "as_strided", "stride", "is_cont
 
 
 def _run_channels_last(gm: torch.fx.GraphModule, report: FusionReport) -> None:
-    """Makes the fused model convert each 4-D CPU input to channels_last once, and give its 4-D outputs
-    back in the input's layout. oneDNN's convolutions (the 3x3 and depthwise ones left to PyTorch)
-    reorder an NCHW input to a blocked layout and back at every call, and ours are as fast channels_last:
-    fused MobileNetV2, NCHW input, batch 4, 2 threads, on an AVX2 AMD EPYC: 54-56 ms, against 30-31 ms
-    with a channels_last input (the model's weights as they are). Inductor's layout optimisation does
-    the same. Not on CUDA: the GPU kernels' layouts have not been timed against each other. A graph
-    that asks for strides (_LAYOUT_SENSITIVE_METHODS) runs in its input's layout; report.layout says
-    which."""
+    """Makes the fused model convert each 4-D CPU input once to the layout its convolutions run fastest
+    in for the input's dtype, and give its 4-D outputs back in the input's layout.
+
+    That is channels_last where oneDNN runs PyTorch's convolutions (the 3x3 and depthwise ones left to
+    it): oneDNN reorders an NCHW input to a blocked layout and back at every call, and ours are as fast
+    channels_last. Fused MobileNetV2, fp32, NCHW input, batch 4, 2 threads, on an AVX2 AMD EPYC: 54-56
+    ms, against 30-31 ms with a channels_last input. Inductor's layout optimisation does the same.
+    Where oneDNN does not run the dtype (float64; bfloat16 and float16 on CPUs without their
+    instructions), PyTorch's own convolution runs a grouped convolution group by group, and
+    channels_last makes each group a strided copy: a depthwise 3x3, bfloat16, batch 4, on that EPYC
+    took 91-110 ms channels_last against 10-22 ms NCHW (a dense 3x3 the other way: 51 against 219 ms).
+    So a model with grouped convolutions runs NCHW in those dtypes (_inside_format).
+
+    Not on CUDA: the GPU kernels' layouts have not been timed against each other. A graph that asks
+    for strides (_LAYOUT_SENSITIVE_METHODS) runs in its input's layout; report.layout says which."""
     sensitive = sorted({node.target for node in gm.graph.nodes
                         if node.op == "call_method" and node.target in _LAYOUT_SENSITIVE_METHODS})
     placeholders = [node for node in gm.graph.nodes if node.op == "placeholder"]
@@ -196,33 +203,61 @@ def _run_channels_last(gm: torch.fx.GraphModule, report: FusionReport) -> None:
             report.layout += (f" (the model calls Tensor.{', Tensor.'.join(sensitive)}, whose result depends on "
                               "the layout)")
         return
+    modules = dict(gm.named_modules())
+    grouped = sum(1 for node in gm.graph.nodes if node.op == "call_module"
+                  and type(modules[node.target]) is nn.Conv2d and modules[node.target].groups > 1)
+    channels_last_dtypes = _onednn_convolution_dtypes() if grouped else None
     with gm.graph.inserting_after(placeholders[-1]):
         for placeholder in placeholders:
-            converted = gm.graph.call_function(_channels_last_on_cpu, (placeholder,))
+            converted = gm.graph.call_function(_to_inside_layout, (placeholder, channels_last_dtypes))
             placeholder.replace_all_uses_with(converted, delete_user_cb=lambda user: user is not converted)
     output = next(node for node in gm.graph.nodes if node.op == "output")
     with gm.graph.inserting_before(output):
-        restored = gm.graph.call_function(_in_layout_of, (output.args[0], placeholders[0]))
+        restored = gm.graph.call_function(_in_layout_of, (output.args[0], placeholders[0], channels_last_dtypes))
     output.args = (restored,)
     gm.graph.lint()
     gm.recompile()
-    report.layout = "channels_last for CPU inputs (4-D outputs given back in the input's layout)"
+    given_back = "4-D outputs given back in the input's layout"
+    if channels_last_dtypes is None:
+        report.layout = f"channels_last for CPU inputs ({given_back})"
+    else:
+        names = ", ".join(str(dtype).removeprefix("torch.") for dtype in channels_last_dtypes) or "no dtype"
+        report.layout = (f"channels_last for CPU inputs in {names}, NCHW in other dtypes, where PyTorch runs the "
+                         f"model's {grouped} grouped convolutions without oneDNN on this CPU ({given_back})")
 
 
-def _converted(x) -> bool:
-    """Whether _channels_last_on_cpu changes x: a 4-D CPU tensor, not already channels_last."""
-    return (isinstance(x, torch.Tensor) and x.dim() == 4 and x.device.type == "cpu"
-            and not x.is_contiguous(memory_format=torch.channels_last))
+def _onednn_convolution_dtypes():
+    """The dtypes in which PyTorch runs CPU convolutions with oneDNN on this machine, as it decides."""
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return ()
+    return tuple(dtype for dtype, supported in ((torch.float32, True),
+                                                (torch.bfloat16, torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+                                                (torch.float16, torch.ops.mkldnn._is_mkldnn_fp16_supported()))
+                 if supported)
 
 
-def _channels_last_on_cpu(x):
-    return x.contiguous(memory_format=torch.channels_last) if _converted(x) else x
+def _inside_format(x, channels_last_dtypes) -> Optional[torch.memory_format]:
+    """The memory format the model runs in for the input x, None where x stays as it is: a 4-D CPU
+    tensor goes channels_last if channels_last_dtypes is None or holds its dtype, NCHW otherwise."""
+    if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.device.type == "cpu"):
+        return None
+    inside = (torch.channels_last if channels_last_dtypes is None or x.dtype in channels_last_dtypes
+              else torch.contiguous_format)
+    return None if x.is_contiguous(memory_format=inside) else inside
 
 
-def _in_layout_of(outputs, first_input):
-    """The model's outputs, each 4-D tensor among them made contiguous (NCHW, as the model gives them
-    for such an input) if _channels_last_on_cpu converted first_input."""
-    if not _converted(first_input):
+def _to_inside_layout(x, channels_last_dtypes):
+    inside = _inside_format(x, channels_last_dtypes)
+    return x if inside is None else x.contiguous(memory_format=inside)
+
+
+def _in_layout_of(outputs, first_input, channels_last_dtypes):
+    """The model's outputs, each 4-D tensor among them in first_input's layout (channels_last if it is
+    so, else NCHW, as the model gives them) if _to_inside_layout converted first_input."""
+    if _inside_format(first_input, channels_last_dtypes) is None:
         return outputs
-    return _pytree.tree_map(lambda out: out.contiguous() if isinstance(out, torch.Tensor) and out.dim() == 4 else out,
-                            outputs)
+    given = (torch.channels_last if first_input.is_contiguous(memory_format=torch.channels_last)
+             else torch.contiguous_format)
+    return _pytree.tree_map(
+        lambda out: out.contiguous(memory_format=given) if isinstance(out, torch.Tensor) and out.dim() == 4 else out,
+        outputs)

@@ -23,7 +23,9 @@ MODELS = {
     "shufflenet_v2_x1_0": (0, 36, 0),
     "mobilenet_v3_small": (6, 20, 9),      # the squeeze-excite Hardsigmoids stay apart
 }
-# Each runs channels_last inside but ShuffleNetV2, whose channel shuffle calls Tensor.view.
+# Each runs channels_last inside (in float64 only those without grouped convolutions, see
+# test_grouped_convolutions_run_nchw_in_dtypes_without_onednn) but ShuffleNetV2, whose channel shuffle
+# calls Tensor.view.
 KEEPS_INPUT_LAYOUT = {"shufflenet_v2_x1_0"}
 
 
@@ -147,6 +149,46 @@ def test_a_cpu_nchw_input_runs_channels_last_inside_and_comes_back_nchw():
     x = x.contiguous(memory_format=torch.channels_last)  # already so: nothing converted
     with torch.no_grad():
         assert fused(x)["map"].stride() == model(x)["map"].stride()
+
+
+class _Depthwise(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.depthwise = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.project = nn.Conv2d(4, 6, 1)
+
+    def forward(self, x):
+        return self.project(F.relu(self.depthwise(x)))
+
+
+def _onednn_runs(dtype):
+    """Whether PyTorch runs a CPU convolution in dtype with oneDNN here, by its own checks."""
+    return torch.backends.mkldnn.is_available() and {
+        torch.float32: True, torch.float64: False,
+        torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported()}[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("given", ["nchw", "channels_last"])
+def test_grouped_convolutions_run_nchw_in_dtypes_without_onednn(dtype, given):
+    # PyTorch's own convolution runs a channels_last grouped one group by group, several times slower.
+    torch.manual_seed(0)
+    model = _Depthwise().to(dtype).eval()
+    fused, _ = _fuse(model)
+    assert "1 grouped convolutions" in fused.fusion_report.layout, fused.fusion_report.layout
+    inside = []
+    fused.project.register_forward_pre_hook(lambda module, args: inside.append(args[0]))
+    x = torch.randn(2, 4, 9, 7, dtype=dtype)
+    if given == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out, expected = fused(x), model(x)
+    channels_last = _onednn_runs(dtype)
+    assert inside[0].is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert inside[0].is_contiguous() == (not channels_last)
+    assert out.stride() == expected.stride()  # given back in the input's layout
+    assert_rel_close(out, expected, {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype],
+                     "depthwise model")
 
 
 class _Flatten(nn.Module):
