@@ -174,6 +174,8 @@ def test_grouped_convolutions_run_nchw_in_dtypes_without_onednn(dtype, given):
     # PyTorch's own convolution runs a channels_last grouped one group by group, several times slower.
     torch.manual_seed(0)
     model = _Depthwise().to(dtype).eval()
+    if given == "channels_last":  # weights too, as model.to(memory_format=...) makes them
+        model = model.to(memory_format=torch.channels_last)
     fused, _ = _fuse(model)
     assert "1 grouped convolutions" in fused.fusion_report.layout, fused.fusion_report.layout
     inside = []
