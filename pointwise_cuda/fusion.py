@@ -12,7 +12,7 @@ listed in the model's `fusion_report` and in a warning.
 
 A model that traces whole also runs, given a CPU image, in the layout its convolutions are fastest in
 for the image's dtype (channels_last where oneDNN runs them): its input is converted once and its 4-D
-outputs are given back in the input's layout (_run_channels_last).
+outputs are given back in the input's layout (_run_in_fastest_layout).
 """
 
 import dataclasses
@@ -42,7 +42,7 @@ class FusionReport:
 
     fused: List[str] = dataclasses.field(default_factory=list)
     not_fused: List[str] = dataclasses.field(default_factory=list)
-    layout: str = "the input's"  # the activations' memory format inside the model, per dtype (_run_channels_last)
+    layout: str = "the input's"  # the activations' memory format inside the model, per dtype (_run_in_fastest_layout)
 
     def __str__(self) -> str:
         lines = [f"{len(self.fused)} pointwise convolutions fused:"] + [f"  {line}" for line in self.fused]
@@ -58,7 +58,7 @@ def fuse(model: nn.Module, report: FusionReport) -> nn.Module:
     child by child."""
     fused = _fuse_traced(model, report)
     if isinstance(fused, torch.fx.GraphModule):
-        _run_channels_last(fused, report)
+        _run_in_fastest_layout(fused, report)
     return fused
 
 
@@ -179,7 +179,7 @@ def _fuse_pointwise(gm: torch.fx.GraphModule, report: FusionReport, with_bn) -> 
 _LAYOUT_SENSITIVE_METHODS = {"view", "view_as", "as_strided", "stride", "is_contiguous", "data_ptr"}
 
 
-def _run_channels_last(gm: torch.fx.GraphModule, report: FusionReport) -> None:
+def _run_in_fastest_layout(gm: torch.fx.GraphModule, report: FusionReport) -> None:
     """Makes the fused model convert each 4-D CPU input once to the layout its convolutions run fastest
     in for the input's dtype, and give its 4-D outputs back in the input's layout.
 
