@@ -21,10 +21,11 @@ import benchutil as bu  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = ["bench/microkernels.cpp", "csrc/cpu/isa.cpp", "csrc/cpu/avx2_kernels.cpp", "csrc/cpu/avx512_kernels.cpp",
-           "csrc/cpu/avx512_bf16_kernels.cpp"]
-# (M, N, K): a drivers' block (24 row panels x 8 column panels over one depth block), a short
-# reduction (a 32-channel layer), a long one.
-SHAPES = [(144, 256, 256), (144, 256, 32), (144, 256, 1024)]
+           "csrc/cpu/avx512_bf16_kernels.cpp", "csrc/cpu/amx_kernels.cpp"]
+# (M, N, K): about a drivers' block (24 row panels of 8 x 8 column panels over one depth block; M a
+# whole number of every kernel set's tile rows: 6, 8, 12, 32), a short reduction (a 32-channel
+# layer), a long one.
+SHAPES = [(192, 256, 256), (192, 256, 32), (192, 256, 1024)]
 
 
 def main():

@@ -42,7 +42,8 @@ def test_special_values(cpu_path, path, activation, dtype, layout):
         residual = make_tensor((n, c_out, h, w), layout, dtype)
         residual.copy_(z)
     out = pw.pointwise_conv2d(x, weight, activation=activation, residual=residual)
-    if path == "conv" and cpu_path == "avx512_bf16" and dtype == torch.bfloat16:
-        # vdpbf16ps reads subnormal inputs as zero (so does F.conv2d's oneDNN kernel on such CPUs).
+    if path == "conv" and cpu_path in ("avx512_bf16", "amx") and dtype == torch.bfloat16:
+        # vdpbf16ps and tdpbf16ps read subnormal inputs as zero (so does F.conv2d's oneDNN kernel on
+        # such CPUs).
         z = torch.where(z.abs() < torch.finfo(dtype).tiny, torch.zeros_like(z), z)
     assert_activation_matches_torch(out, z, activation, TOL[dtype], f"{activation} on the {cpu_path} path")

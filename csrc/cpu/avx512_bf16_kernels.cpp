@@ -2,6 +2,8 @@
 // target attribute.
 #include "cpu/avx512_bf16_kernels.h"
 
+#include "cpu/amx_kernels.h"
+
 #ifdef POINTWISE_CPU_X86
 
 #include <immintrin.h>
@@ -103,6 +105,8 @@ template void store_contiguous_avx512_bf16<Avx512Bf16Tile>(const float*, const i
 template void store_contiguous_avx512_bf16<Avx512Bf16NarrowTile>(const float*, const int64_t*, int64_t, const float*,
                                                                  bool, const c10::BFloat16*, Activation,
                                                                  c10::BFloat16*);
+template void store_contiguous_avx512_bf16<AmxTile>(const float*, const int64_t*, int64_t, const float*, bool,
+                                                    const c10::BFloat16*, Activation, c10::BFloat16*);  // the AMX set's
 
 }  // namespace pointwise::cpu
 

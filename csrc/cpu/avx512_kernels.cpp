@@ -2,6 +2,7 @@
 // Every function here carries the AVX-512 target attribute.
 #include "cpu/avx512_kernels.h"
 
+#include "cpu/amx_kernels.h"
 #include "cpu/avx512_bf16_kernels.h"
 
 #ifdef POINTWISE_CPU_X86
@@ -51,6 +52,8 @@ template void finish_in_place_avx512<Avx512Bf16Tile>(float*, int64_t, const floa
                                                      Activation);  // the AVX512-BF16 set's
 template void finish_in_place_avx512<Avx512Bf16NarrowTile>(float*, int64_t, const float*, bool, const float*,
                                                            Activation);
+template void finish_in_place_avx512<AmxTile>(float*, int64_t, const float*, bool, const float*,
+                                              Activation);  // the AMX set's
 
 }  // namespace pointwise::cpu
 

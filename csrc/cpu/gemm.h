@@ -88,10 +88,10 @@ struct Panels {
   static Panels strided(const P* data, int64_t count, int width, int64_t depth_stride) {
     return {const_cast<P*>(data), count, width, 1, depth_stride};
   }
-  // The A operand's order: rows when its source is contiguous along the depth.
-  static Panels for_a(P* data, int64_t count, int width, int64_t depth, bool depth_unit_stride) {
-    return depth_unit_stride ? rows(data, count, width, depth)
-                             : interleaved(data, count, width, depth);
+  // The A operand's order: rows when its source is contiguous along the depth (packing copies
+  // lines) or the micro-kernel reads only rows (kernel_set.h's AInRows), interleaved otherwise.
+  static Panels for_a(P* data, int64_t count, int width, int64_t depth, bool in_rows) {
+    return in_rows ? rows(data, count, width, depth) : interleaved(data, count, width, depth);
   }
   // Values to allocate for `count` panels of up to `depth` steps, in any order.
   static int64_t capacity(int64_t count, int width, int64_t depth) {
@@ -352,6 +352,18 @@ struct Blocking {
   static constexpr int64_t kAccumulatorSize = kRowPanels * kColPanels * Tile::kRows * Tile::kCols;
 };
 
+// What a kernel set K does around each GEMM: K::GemmScope, constructed before its first tile and
+// destroyed after its last, where K has one (AMX configures its tile registers and releases them);
+// nothing otherwise.
+template <class K, class = void>
+struct GemmScopeOf {
+  struct type {};
+};
+template <class K>
+struct GemmScopeOf<K, std::void_t<typename K::GemmScope>> {
+  using type = typename K::GemmScope;
+};
+
 // No initial values: the sums start from zero (see gemm_packed).
 struct FromZero {
   template <typename Acc>
@@ -383,6 +395,7 @@ void gemm_packed(const Panels<P, kGroup>& a, const Panels<P, kGroup>& b, int64_t
   // tiles and stays in L1. An empty reduction still runs one block, to write zero tiles.
   const bool single_depth_block = depth <= Block::kDepth;
   const int64_t depth_blocks = std::max<int64_t>(1, (depth + Block::kDepth - 1) / Block::kDepth);
+  [[maybe_unused]] const typename GemmScopeOf<K>::type scope;
   for (int64_t a0 = 0; a0 < a.count; a0 += Block::kRowPanels) {
     const int64_t a1 = std::min(a.count, a0 + Block::kRowPanels);
     for (int64_t b0 = 0; b0 < b.count; b0 += Block::kColPanels) {

@@ -16,22 +16,26 @@
 #define POINTWISE_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define POINTWISE_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c")))
 #define POINTWISE_TARGET_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma,f16c")))
+#define POINTWISE_TARGET_AMX \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma,f16c,amx-tile,amx-bf16")))
 #endif
 
 namespace pointwise::cpu {
 
 // Ordered: each ISA's kernel set falls back to the one below for what it does not improve.
-enum class Isa : int { kPortable = 0, kAvx2, kAvx512, kAvx512Bf16 };
-inline constexpr const char* kIsaNames[] = {"portable", "avx2", "avx512", "avx512_bf16"};
+enum class Isa : int { kPortable = 0, kAvx2, kAvx512, kAvx512Bf16, kAmx };
+inline constexpr const char* kIsaNames[] = {"portable", "avx2", "avx512", "avx512_bf16", "amx"};
 // The /proc/cpuinfo flags each needs, for messages and skipped tests.
 inline constexpr const char* kIsaFlags[] = {"", "avx2 fma f16c", "avx512f avx512bw avx512dq avx512vl f16c",
-                                            "avx512f avx512bw avx512dq avx512vl avx512_bf16 f16c"};
+                                            "avx512f avx512bw avx512dq avx512vl avx512_bf16 f16c",
+                                            "avx512f avx512bw avx512dq avx512vl avx512_bf16 f16c amx_tile amx_bf16"};
 inline constexpr int kIsaCount = sizeof(kIsaNames) / sizeof(kIsaNames[0]);
 
 const char* isa_name(Isa isa);
 // Built into this library (POINTWISE_CUDA_NO_AVX2 and non-x86 builds leave the x86 sets out).
 bool isa_compiled(Isa isa);
-// Run by this CPU: cpuid says so, and the OS saves the registers the ISA uses.
+// Run by this CPU: cpuid says so, and the OS saves the registers the ISA uses (for AMX, Linux
+// granted this process the tile data's state: amx_permitted).
 bool isa_supported(Isa isa);
 // The best ISA compiled and supported.
 Isa detected_isa();

@@ -9,6 +9,7 @@
 //   Tile             the micro-kernel's register tile (gemm.h's RegisterTile)
 //   Blocking         its cache blocking (gemm.h)
 //   micro_kernel     gemm.h's MicroKernel<Packed, Acc> for that tile
+//   kAInRows, GemmScope  optional: below (AInRows) and in gemm.h (GemmScopeOf)
 //   finish_in_place  tile_epilogue.h's InPlaceFinisher<Acc> for that tile
 //   store_contiguous<Out>  tile_epilogue.h's ContiguousStore<Acc, Out> for that tile: a
 //                    finished tile to a 16-bit output
@@ -59,6 +60,14 @@ struct KernelSet<Isa::kPortable, T> {
                                                                              residual, activation, dst);
   }
 };
+
+// Whether kernel set K's micro-kernel reads A's panels only in rows (gemm.h's Panels), K::kAInRows
+// (AMX's tiles load rows of A): the drivers then pack A in rows even from a source that is not
+// contiguous along the depth, which they would interleave for the others.
+template <class K, class = void>
+struct AInRows : std::false_type {};
+template <class K>
+struct AInRows<K, std::enable_if_t<K::kAInRows>> : std::true_type {};
 
 // A kernel set may have a second one whose tile has another number of columns, K::OtherWidth:
 // f(KernelSetTag<K::OtherWidth>{}) where K has one and its tiles pad `columns` to fewer than K's

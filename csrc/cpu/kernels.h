@@ -7,3 +7,4 @@
 #include "cpu/avx2_kernels.h"
 #include "cpu/avx512_kernels.h"
 #include "cpu/avx512_bf16_kernels.h"
+#include "cpu/amx_kernels.h"

@@ -169,7 +169,7 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
       Pack::capacity(pg.groups * channel_panels, kChannelWidth, pg.depth));
   const Pack weights =
       kPixelsAreColumns ? Pack::for_a(weight_buffer.get(), pg.groups * channel_panels,
-                                      kChannelWidth, pg.depth, pg.weight_depth_stride == 1)
+                                      kChannelWidth, pg.depth, pg.weight_depth_stride == 1 || AInRows<K>::value)
                         : Pack::interleaved(weight_buffer.get(), pg.groups * channel_panels,
                                             kChannelWidth, pg.depth);
   pack_weights<kChannelWidth>(pg, weights);
@@ -247,7 +247,7 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
             pixels = kPixelsAreColumns
                          ? Pack::depth_major(pixel_buffer.get(), panels, kPixelWidth)
                          : Pack::for_a(pixel_buffer.get(), panels, kPixelWidth, pg.depth,
-                                              depth_unit_stride);
+                                       depth_unit_stride || AInRows<K>::value);
             pack_panels<kPixelWidth>(pixels, pg.src, src_pixels.data(), depth_offsets.data(),
                                      pg.depth, depth_unit_stride);
           }
@@ -301,22 +301,28 @@ bool pixels_are_columns(const ConvGeometry& g, int64_t pixels) {
   return !g.channels_last;
 }
 
-// With the selected ISA's kernel set (the one of its tile widths that pads the columns least).
-template <typename T>
+// How the ops choose a kernel set: f(KernelSetTag<K>{}) for the selected ISA's set for T, the one of
+// its tile widths that pads `columns` least. (The tests run the drivers with an emulated one too.)
+struct SelectedKernelSet {
+  template <typename T, typename F>
+  static void dispatch(int64_t columns, F&& f) {
+    dispatch_isa([&](auto isa) { dispatch_width<KernelSet<decltype(isa)::value, T>>(columns, f); });
+  }
+};
+
+template <typename T, class Kernels>
 void run_pixel_gemm(const PixelGemm<T>& pg, const ConvGeometry& g) {
   const bool pixels_are_columns = cpu::pixels_are_columns(g, pg.pixels);
   const int64_t columns = pixels_are_columns ? std::min(g.out_pixels() == 1 ? pg.pixels : g.out_pixels(), pg.pixels)
                                              : pg.channels;
-  dispatch_isa([&](auto isa) {
-    dispatch_width<KernelSet<decltype(isa)::value, T>>(columns, [&](auto kernels) {
-      dispatch_bool(pixels_are_columns, [&](auto as_columns) {
-        run_pixel_gemm<typename decltype(kernels)::type, T, decltype(as_columns)::value>(pg);
-      });
+  Kernels::template dispatch<T>(columns, [&](auto kernels) {
+    dispatch_bool(pixels_are_columns, [&](auto as_columns) {
+      run_pixel_gemm<typename decltype(kernels)::type, T, decltype(as_columns)::value>(pg);
     });
   });
 }
 
-template <typename T>
+template <typename T, class Kernels = SelectedKernelSet>
 void forward_typed(const ForwardArgs& args) {
   const ConvGeometry& g = args.geometry;
   PixelGemm<T> pg;
@@ -334,10 +340,10 @@ void forward_typed(const ForwardArgs& args) {
   pg.activation = args.activation;
   pg.groups = g.groups;
   pg.pixels = g.batch * g.out_pixels();
-  run_pixel_gemm(pg, g);
+  run_pixel_gemm<T, Kernels>(pg, g);
 }
 
-template <typename T>
+template <typename T, class Kernels = SelectedKernelSet>
 void backward_input_typed(const BackwardInputArgs& args) {
   const ConvGeometry& g = args.geometry;
   PixelGemm<T> pg;
@@ -353,7 +359,7 @@ void backward_input_typed(const BackwardInputArgs& args) {
   pg.weight_depth_stride = pg.channels;
   pg.groups = g.groups;
   pg.pixels = g.batch * g.out_pixels();
-  run_pixel_gemm(pg, g);
+  run_pixel_gemm<T, Kernels>(pg, g);
 }
 
 // Pixels per partial sum of backward_weight: about 512, all chunks near-equal so that threads
@@ -536,7 +542,7 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
               a = Pack::strided(a_source, a_count, Shape::kRows, a_side.index.pixel_stride);
             } else {
               const bool a_unit_stride = unit_stride(a_pixels.data(), depth);
-              a = Pack::for_a(a_buffer.get(), a_count, Shape::kRows, depth, a_unit_stride);
+              a = Pack::for_a(a_buffer.get(), a_count, Shape::kRows, depth, a_unit_stride || AInRows<K>::value);
               pack_panels<Shape::kRows>(a, a_side.data, a_lines.data(), a_pixels.data(), depth, a_unit_stride);
             }
             if (b_source != nullptr) {
