@@ -4,13 +4,18 @@ Environment switches:
   POINTWISE_CUDA_FORCE_CPU=1   build the CPU kernels only, even where CUDA could be built.
   CUDA_HOME=/path/to/cuda      the CUDA toolkit to build with (found from nvcc otherwise).
   TORCH_CUDA_ARCH_LIST="9.0a"  the GPU architectures to compile for (default below).
-  POINTWISE_CUDA_NO_AVX2=1     leave out the x86 vector CPU kernels, AVX2 and AVX-512 (portable kernels only).
+  POINTWISE_CUDA_NO_AVX2=1     leave out the x86 vector CPU kernels, AVX2, AVX-512 and AMX (portable kernels only).
   MAX_JOBS=N                   parallel compile jobs (ninja).
 """
 
 import glob
 import os
+import platform
+import shlex
+import subprocess
 import sys
+import sysconfig
+import tempfile
 
 from setuptools import find_packages, setup
 
@@ -33,8 +38,31 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtensio
 with_cuda = cuda_home is not None and torch.version.cuda is not None
 with_avx2 = os.environ.get("POINTWISE_CUDA_NO_AVX2") != "1"
 
+
+
+def compiler_builds_amx():
+    """Whether the C++ compiler knows the AMX target and its assembler the tile instructions (GCC 11
+    or Clang 12, binutils 2.36, and newer): older toolchains build everything but the AMX kernels."""
+    compiler = shlex.split(os.environ.get("CXX") or sysconfig.get_config_var("CXX") or "c++")
+    probe = ('__attribute__((target("amx-tile,amx-bf16"))) void f(const void* p, long s) {\n'
+             '  asm volatile("ldtilecfg (%0)\\n tileloadd (%0,%1,1), %%tmm4\\n tdpbf16ps %%tmm6, %%tmm5, %%tmm4\\n'
+             ' tilerelease" :: "r"(p), "r"(s) : "memory");\n}\n')
+    with tempfile.TemporaryDirectory() as folder:
+        source = os.path.join(folder, "amx_probe.cpp")
+        with open(source, "w") as f:
+            f.write(probe)
+        try:
+            result = subprocess.run(compiler + ["-c", source, "-o", os.path.join(folder, "amx_probe.o")],
+                                    capture_output=True)
+        except OSError:
+            return False
+    return result.returncode == 0
+
+
 sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
 define_macros = [("POINTWISE_WITH_X86_KERNELS", "1")] if with_avx2 else []
+if with_avx2 and platform.machine() in ("x86_64", "AMD64") and compiler_builds_amx():
+    define_macros.append(("POINTWISE_WITH_AMX_KERNELS", "1"))
 # No -std here: torch's BuildExtension adds the standard its headers need (C++17 or C++20).
 # -fopenmp: at::parallel_for is inline OpenMP code compiled into this extension; without the flag
 # it silently runs on one thread (libgomp then resolves to the copy torch ships).

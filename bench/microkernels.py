@@ -16,6 +16,8 @@ import sys
 import torch
 import torch.utils.cpp_extension
 
+import pointwise_cuda as pw
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchutil as bu  # noqa: E402
 
@@ -33,9 +35,13 @@ def main():
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    # The kernel sets the package was built with (setup.py leaves AMX out where the toolchain lacks it).
+    flags = ["-O3", "-DPOINTWISE_WITH_X86_KERNELS=1"]
+    if "amx" in pw.build_info()["cpu_isa_compiled"]:
+        flags.append("-DPOINTWISE_WITH_AMX_KERNELS=1")
     module = torch.utils.cpp_extension.load(
         name="pointwise_microkernels", sources=[os.path.join(REPO, s) for s in SOURCES],
-        extra_include_paths=[os.path.join(REPO, "csrc")], extra_cflags=["-O3", "-DPOINTWISE_WITH_X86_KERNELS=1"],
+        extra_include_paths=[os.path.join(REPO, "csrc")], extra_cflags=flags,
         build_directory=_build_dir(), verbose=False)
     rows = []
     for dtype in ("float32", "bfloat16"):

@@ -2,7 +2,7 @@
 // attribute.
 #include "cpu/amx_kernels.h"
 
-#ifdef POINTWISE_CPU_X86
+#ifdef POINTWISE_CPU_AMX
 
 #include <c10/util/Exception.h>
 
@@ -53,4 +53,4 @@ POINTWISE_TARGET_AMX void release_amx_tiles() { asm volatile("tilerelease" ::: "
 
 }  // namespace pointwise::cpu
 
-#endif  // POINTWISE_CPU_X86
+#endif  // POINTWISE_CPU_AMX

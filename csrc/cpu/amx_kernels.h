@@ -16,7 +16,7 @@
 #include "cpu/amx_micro_kernel.h"
 #include "cpu/avx512_bf16_kernels.h"
 
-#ifdef POINTWISE_CPU_X86
+#ifdef POINTWISE_CPU_AMX
 namespace pointwise::cpu {
 
 POINTWISE_TARGET_AMX void micro_kernel_amx(int64_t depth, const c10::BFloat16* a, int64_t a_line_stride,

@@ -2,7 +2,7 @@
 // target attribute.
 #include "cpu/avx512_bf16_kernels.h"
 
-#include "cpu/amx_kernels.h"
+#include "cpu/amx_micro_kernel.h"
 
 #ifdef POINTWISE_CPU_X86
 

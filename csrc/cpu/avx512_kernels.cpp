@@ -2,7 +2,7 @@
 // Every function here carries the AVX-512 target attribute.
 #include "cpu/avx512_kernels.h"
 
-#include "cpu/amx_kernels.h"
+#include "cpu/amx_micro_kernel.h"
 #include "cpu/avx512_bf16_kernels.h"
 
 #ifdef POINTWISE_CPU_X86

@@ -65,8 +65,10 @@ std::atomic<int>& selected() {
 const char* isa_name(Isa isa) { return kIsaNames[static_cast<int>(isa)]; }
 
 bool isa_compiled(Isa isa) {
-#ifdef POINTWISE_CPU_X86
+#if defined(POINTWISE_CPU_AMX)
   return true;
+#elif defined(POINTWISE_CPU_X86)
+  return isa != Isa::kAmx;
 #else
   return isa == Isa::kPortable;
 #endif
@@ -87,8 +89,9 @@ Isa selected_isa() { return static_cast<Isa>(selected().load(std::memory_order_r
 void set_isa(const std::string& name) {
   const Isa isa = parse_isa(name, "the CPU ISA");
   TORCH_CHECK(isa_compiled(isa), "pointwise_cuda: cannot run the ", name,
-              " CPU kernels: this build left them out (built with POINTWISE_CUDA_NO_AVX2=1, or not for x86 "
-              "with GCC or Clang)");
+              " CPU kernels: this build left them out (built with POINTWISE_CUDA_NO_AVX2=1, not for x86 "
+              "with GCC or Clang, or, for amx, with a compiler or assembler that lacks AMX: GCC 11 and binutils "
+              "2.36 or newer have it)");
   TORCH_CHECK(cpu_has(isa), "pointwise_cuda: cannot run the ", name, " CPU kernels: this CPU lacks ",
               kIsaFlags[static_cast<int>(isa)]);
   TORCH_CHECK(isa_supported(isa), "pointwise_cuda: cannot run the ", name,

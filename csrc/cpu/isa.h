@@ -16,6 +16,11 @@
 #define POINTWISE_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define POINTWISE_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c")))
 #define POINTWISE_TARGET_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma,f16c")))
+#endif
+// The AMX set also needs a compiler that knows the target and an assembler that knows the tile
+// instructions (GCC 11 or Clang 12, binutils 2.36): setup.py checks, and leaves it out otherwise.
+#if defined(POINTWISE_CPU_X86) && defined(POINTWISE_WITH_AMX_KERNELS)
+#define POINTWISE_CPU_AMX 1
 #define POINTWISE_TARGET_AMX \
   __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma,f16c,amx-tile,amx-bf16")))
 #endif
@@ -32,7 +37,8 @@ inline constexpr const char* kIsaFlags[] = {"", "avx2 fma f16c", "avx512f avx512
 inline constexpr int kIsaCount = sizeof(kIsaNames) / sizeof(kIsaNames[0]);
 
 const char* isa_name(Isa isa);
-// Built into this library (POINTWISE_CUDA_NO_AVX2 and non-x86 builds leave the x86 sets out).
+// Built into this library (POINTWISE_CUDA_NO_AVX2 and non-x86 builds leave the x86 sets out, and
+// toolchains without AMX the AMX set).
 bool isa_compiled(Isa isa);
 // Run by this CPU: cpuid says so, and the OS saves the registers the ISA uses (for AMX, Linux
 // granted this process the tile data's state: amx_permitted).
