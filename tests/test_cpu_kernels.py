@@ -197,3 +197,14 @@ def test_each_tile_width_matches_float64(cpu_path, dtype, c_in, c_out):
     tol = TOLERANCE[dtype] * 4
     for name, ours, theirs in (("output", out, ref), ("grad input", x.grad, x64.grad), ("grad weight", wt.grad, w64.grad)):
         assert rel_err(ours, theirs) <= tol, f"{name} on the {cpu_path} path: {rel_err(ours, theirs):.2e}"
+
+
+def test_grad_weight_reading_nchw_channels_in_place(cpu_path):
+    # NCHW, 40x40 planes: the grad-weight chunks of 534 pixels lie in one image (A's whole panels of
+    # input channels read in place, the partial last panel packed) or cross into the next (packed).
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 40, 40, 40, generator=g)
+    grad = torch.randn(2, 20, 40, 40, generator=g)
+    ours = torch.ops.pointwise_cuda.conv_backward_weight(grad, x, [1, 1], [0, 0], 1)
+    ref = torch.einsum("nopq,nipq->oi", grad.double(), x.double())
+    assert rel_err(ours.reshape(20, 40), ref) <= TOLERANCE[torch.float32]
