@@ -603,13 +603,22 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
         }
       });
 
-  // Adds the chunks' partial sums in chunk order, whichever thread computed them.
+  // Adds the chunks' partial sums in chunk order, whichever thread computed them: chunk by chunk
+  // over a block of elements, so that the additions are vectors (each element's sum still adds the
+  // chunks in order, the same bits). Element by element, chunks in the inner loop, the sum of 24
+  // chunks made a 256 -> 64 NCHW layer at 56x56 take 1.12x the time (batch 4, an AVX2 EPYC).
   if (kSumInOutput && chunks == 1) return;
-  at::parallel_for(0, weight_size, 1024, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) {
-      Acc sum = chunk_sums(0)[e];
-      for (int64_t c = 1; c < chunks; ++c) sum += chunk_sums(c)[e];
-      grad_weight[e] = static_cast<T>(sum);
+  constexpr int64_t kBlock = 1024;
+  at::parallel_for(0, ceil_div(weight_size, kBlock), 1, [&](int64_t begin, int64_t end) {
+    Acc sums[kBlock];
+    for (int64_t block = begin; block < end; ++block) {
+      const int64_t first = block * kBlock, count = std::min(kBlock, weight_size - first);
+      std::copy_n(chunk_sums(0) + first, count, sums);
+      for (int64_t c = 1; c < chunks; ++c) {
+        const Acc* partial = chunk_sums(c) + first;
+        for (int64_t i = 0; i < count; ++i) sums[i] += partial[i];
+      }
+      for (int64_t i = 0; i < count; ++i) grad_weight[first + i] = static_cast<T>(sums[i]);
     }
   });
 }
