@@ -15,6 +15,16 @@
 
 #include "epilogue.h"
 
+// fbgemm's transpose (AVX2 or AVX-512, chosen at run time), exported by libtorch_cpu where PyTorch is
+// built with fbgemm (x86). Its header needs C++20, the standard torch 2.14 builds extensions with;
+// without it, pack_panels transposes on its own.
+#if defined(__has_include)
+#if __has_include(<fbgemm/Utils.h>) && __cplusplus >= 202002L
+#include <fbgemm/Utils.h>
+#define POINTWISE_FBGEMM_TRANSPOSE 1
+#endif
+#endif
+
 namespace pointwise::cpu {
 
 // The tile of C a micro-kernel keeps in registers: kRows x kCols. Each ISA's kernel set
@@ -144,11 +154,33 @@ void pack_panels(const Panels<P, kGroup>& out, const T* src, const int64_t* line
     return;
   }
   if (depth_unit_stride) {
-    // Each line is contiguous in memory, the panels interleave them (a transpose, weights on the B
-    // side): read the panel's lines side by side, so that the writes are sequential. Line by line,
-    // each write landed on another cache line, and packing a 48 x 1152 weight took longer than
-    // the GEMM of a squeeze-excite layer.
+    // Each line is contiguous in memory, the panels interleave them: a transpose (weights on the B
+    // side, NCHW channels as grad-weight's B).
     for (int64_t p = 0; p < out.count; ++p) {
+#ifdef POINTWISE_FBGEMM_TRANSPOSE
+      if constexpr (std::is_same_v<T, float> && std::is_same_v<P, float> && kGroup == 1) {
+        // fbgemm's transpose takes the panel's leading lines where they are evenly spaced and the
+        // rest missing (a weight's last panel); lines read side by side below, 4 KiB apart (1024
+        // input channels or more), evict each other from L1: 3x slower on a 2048 x 1024 weight.
+        const int64_t* lines = line_offset + p * Width;
+        int present = 0;
+        while (present < Width && lines[present] >= 0) ++present;
+        const int64_t line_step = present > 1 ? lines[1] - lines[0] : 1;
+        bool rest_missing = true;
+        for (int r = present; r < Width; ++r) rest_missing = rest_missing && lines[r] < 0;
+        if (ls == 1 && present > 0 && rest_missing && line_step > 0 && evenly_spaced(lines, present, line_step)) {
+          P* panel = out.data + p * out.panel_stride;
+          fbgemm::transpose_simd<float>(present, depth, src + lines[0] + depth_offset[0], line_step, panel, ds);
+          if (present < Width) {
+            for (int64_t k = 0; k < depth; ++k) std::fill(panel + k * ds + present, panel + k * ds + Width, P(0));
+          }
+          continue;
+        }
+      }
+#endif
+      // Read the panel's lines side by side, so that the writes are sequential. Line by line, each
+      // write landed on another cache line, and packing a 48 x 1152 weight took longer than the
+      // GEMM of a squeeze-excite layer.
       const T* in[Width];
       for (int r = 0; r < Width; ++r) {
         const int64_t o = line_offset[p * Width + r];
