@@ -70,15 +70,29 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def cpu_name() -> str:
+def _cpuinfo_field(name: str) -> Optional[str]:
+    """The first value of a field of /proc/cpuinfo ('model name', 'cpu family', ...), or None."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def cpu_generation() -> Optional[str]:
+    """'family 23, model 49': the x86 CPU's family and model numbers. Virtual machines often name
+    their CPU only 'AMD EPYC', which covers generations with different caches and vector units
+    (Zen 2 is family 23, Zen 3 and Zen 4 family 25 with different models): the numbers tell them apart."""
+    family, model = _cpuinfo_field("cpu family"), _cpuinfo_field("model")
+    return f"family {family}, model {model}" if family is not None and model is not None else None
 
 
 # The cpuinfo flags that decide which CPU kernels run, ours (cpu/isa.h) and oneDNN's, recorded with
@@ -111,9 +125,12 @@ def cpu_isa_tier(flags) -> str:
 
 
 def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name with its family and model numbers where it has them
+    ('AMD EPYC (family 23, model 49)')."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return cpu_name()
+    generation = cpu_generation()
+    return f"{cpu_name()} ({generation})" if generation else cpu_name()
 
 
 def _slug(text: str) -> str:
@@ -121,10 +138,10 @@ def _slug(text: str) -> str:
 
 
 def device_slug(device: torch.device) -> str:
-    """Folder and file-name tag for a device: the CPU's model and ISA tier ('cpu-amd-epyc-avx512-bf16'),
-    or the GPU's name ('nvidia-h100-80gb-hbm3')."""
+    """Folder and file-name tag for a device: the CPU's name, family, model and ISA tier
+    ('cpu-amd-epyc-family-23-model-49-avx2'), or the GPU's name ('nvidia-h100-80gb-hbm3')."""
     if device.type != "cuda":
-        return f"cpu-{_slug(cpu_name())}-{cpu_isa_tier(cpu_isa_flags())}"
+        return f"cpu-{_slug(device_name(device))}-{cpu_isa_tier(cpu_isa_flags())}"
     return _slug(torch.cuda.get_device_name(device))
 
 
@@ -164,6 +181,7 @@ def environment(device: torch.device) -> dict:
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "cpu": cpu_name(),
+        "cpu_generation": cpu_generation() if device.type != "cuda" else None,
         "pointwise_cuda": pointwise_cuda.__version__,
         "build_info": _jsonable(pointwise_cuda.build_info()),
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),

@@ -49,7 +49,7 @@ def main():
             reps = max(3, int(4e9 / (2 * m * n * k)))
             for isa, ours, brgemm in module.compare(dtype, m, n, k, reps):
                 rows.append({"dtype": dtype, "isa": isa, "m": m, "n": n, "k": k, "ours_gflops": ours, "brgemm_gflops": brgemm})
-    env = {"cpu": bu.cpu_name(), "isa_flags": bu.cpu_isa_flags(), "torch": torch.__version__, **bu.git_info()}
+    env = {"cpu": bu.device_name(torch.device("cpu")), "isa_flags": bu.cpu_isa_flags(), "torch": torch.__version__, **bu.git_info()}
     print(f"{env['cpu']} ({' '.join(env['isa_flags'])}), torch {env['torch']}, one thread")
     print(f"{'dtype':<9}{'kernel set':<13}{'M x N x K':<16}{'ours GFLOP/s':>13}{'brgemm GFLOP/s':>16}{'ours / brgemm':>15}")
     for r in rows:

@@ -57,7 +57,9 @@ def _device(run):
         return env["device"]
     # Results from before the tier was recorded lie in a folder named for it (cpu-<model>-<tier>).
     tier = env.get("cpu_isa_tier") or os.path.basename(os.path.dirname(run["_path"])).rsplit("-", 1)[-1]
-    return f"{env['device']}, {tier} ({env['threads']} threads)"
+    # Before the family and model numbers were recorded, one CPU name could cover several generations.
+    unknown = "" if "cpu_generation" in env else " (family not recorded)"
+    return f"{env['device']}{unknown}, {tier} ({env['threads']} threads)"
 
 
 def _commit(env):
