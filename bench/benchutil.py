@@ -10,6 +10,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 from typing import Iterable, Optional
 
 import torch
@@ -224,6 +225,62 @@ def output_stem(out: Optional[str], kind: str, device: torch.device, dtype: str,
     out_dir = out or os.path.join(RESULTS_DIR, device_slug(device))
     os.makedirs(out_dir, exist_ok=True)
     return os.path.join(out_dir, stem(kind, device, dtype, layout, pass_, batch))
+
+
+# The longest one call of the ceiling's matmul may take: beyond it the product is made smaller.
+MATMUL_CALL_BUDGET_S = 3.0
+
+
+def affordable_matmul_n(device, dtype, n: int) -> int:
+    """n, halved (down to 256) while one n x n matmul would take longer than MATMUL_CALL_BUDGET_S, as
+    predicted from one product of a quarter the size (64 times fewer FLOPs).
+
+    A CPU without bf16 or fp16 instructions runs PyTorch's 16-bit matmul on a slow path: bf16 at
+    0.33 GFLOP/s on an AVX2 EPYC, 52 s a call at n = 2048 and 23 minutes of a run for the ceiling
+    alone. There n becomes 1024, where one call ran at 0.95 GFLOP/s: that slow path is faster on
+    smaller products, so the smaller ceiling is still a best case. fp32 keeps n = 2048 (its probe
+    predicted 0.6 s a call). CUDA is not probed."""
+    if device.type == "cuda":
+        return n
+    while n > 256:
+        probe = torch.randn(n // 4, n // 4, device=device).to(dtype)
+        start = time.perf_counter()
+        probe @ probe
+        if (time.perf_counter() - start) * 64 <= MATMUL_CALL_BUDGET_S:
+            break
+        n //= 2
+    return n
+
+
+def measure_ceilings(device, dtype, copy_bytes, matmul_n, warmup, repeat, rounds=1) -> dict:
+    """Copy bandwidth (bytes read + written per second) and matmul throughput (FLOP/s) of this device, in this dtype.
+
+    A ceiling is a best case: with several rounds, the fastest round's median counts."""
+    from pointwise_cuda.timing import median_ms
+
+    src = torch.rand(copy_bytes // 4, device=device)
+    dst = torch.empty_like(src)
+    copy_ms = min(median_ms(lambda: dst.copy_(src), device, warmup=warmup, repeat=repeat) for _ in range(rounds))
+    del src, dst
+    return {
+        "copy_bytes": copy_bytes,
+        "copy_ms": copy_ms,
+        "rounds": rounds,
+        "copy_bandwidth_bytes_per_s": 2 * copy_bytes / (copy_ms * 1e-3),
+        **matmul_ceiling(device, dtype, matmul_n, warmup, repeat, rounds),
+    }
+
+
+def matmul_ceiling(device, dtype, n, warmup, repeat, rounds=1) -> dict:
+    """torch.matmul's throughput (FLOP/s) on an n x n product in this dtype (n made smaller where one
+    call would be too slow): the fastest round's median."""
+    from pointwise_cuda.timing import median_ms
+
+    n = affordable_matmul_n(device, dtype, n)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    mm_ms = min(median_ms(lambda: a @ b, device, warmup=warmup, repeat=repeat) for _ in range(rounds))
+    return {"matmul_n": n, "matmul_ms": mm_ms, "matmul_flop_per_s": 2 * n**3 / (mm_ms * 1e-3)}
 
 
 def loadavg() -> Optional[float]:

@@ -68,6 +68,28 @@ def calibrate_batchnorm(model, x):
     model.eval()
 
 
+def model_flops(name, batch, image_size) -> int:
+    """FLOPs of one inference: twice the multiply-adds of every convolution and matrix product, as
+    torch.utils.flop_counter counts them (no element-wise work), on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build(name, "meta", torch.float32, torch.contiguous_format).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.empty(batch, 3, image_size, image_size, device="meta"))
+    return counter.get_total_flops()
+
+
+def compute_ceiling(device, dtype, args) -> dict:
+    """The fastest any variant could do a model's FLOPs: torch.matmul's measured throughput in the
+    run's dtype, or in float32 where that is faster (a CPU without 16-bit arithmetic multiplies in
+    float32 at best)."""
+    n = 8192 if device.type == "cuda" else 2048
+    by_dtype = {str(dtype): bu.matmul_ceiling(device, dtype, n, warmup=3, repeat=10, rounds=args.rounds)}
+    if dtype != torch.float32:
+        by_dtype[str(torch.float32)] = bu.matmul_ceiling(device, torch.float32, n, warmup=3, repeat=10, rounds=args.rounds)
+    return {"matmul": by_dtype, "flop_per_s": max(m["matmul_flop_per_s"] for m in by_dtype.values())}
+
+
 def inference_step(model, x):
     model.eval()
 
@@ -130,7 +152,7 @@ def inference_variant(which, base, device):
     raise ValueError(which)
 
 
-def bench_model(name, args, device, dtype, memory_format) -> dict:
+def bench_model(name, args, device, dtype, memory_format, ceiling) -> dict:
     torch.manual_seed(1)
     x = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device).to(dtype)
     x = x.contiguous(memory_format=memory_format)
@@ -143,7 +165,9 @@ def bench_model(name, args, device, dtype, memory_format) -> dict:
         ref = copy.deepcopy(base).double()(x.double()).double()
     target = torch.randint(0, 1000, (args.batch,), device=device)
 
-    rec = {"model": name, "ms": {}, "rel_err": {}, "errors": {}, "check_ok": True}
+    flops = model_flops(name, args.batch, args.image_size)
+    rec = {"model": name, "ms": {}, "rel_err": {}, "errors": {}, "check_ok": True,
+           "flops": flops, "compute_floor_ms": flops / ceiling["flop_per_s"] * 1e3}
     steps = {}
     for which in args.variants:
         try:
@@ -222,12 +246,14 @@ def markdown(result) -> str:
         "",
         "Inference, ms (× torchvision eager):",
         "",
-        "| model | " + " | ".join(variants) + " |",
-        "|---|" + "---:|" * len(variants),
+        "| model | " + " | ".join(variants) + " | compute floor |",
+        "|---|" + "---:|" * (len(variants) + 1),
     ]
     for r in result["models"]:
         ms, x = r["ms"].get("inference", {}), r.get("speedup", {}).get("inference", {})
         cells = [f"{bu.fmt(ms.get(v), '.2f')}" + (f" ({x[v]:.2f}×)" if v in x else "") for v in variants]
+        floor = r["compute_floor_ms"]
+        cells.append(f"{floor:.2f}" + (f" ({ms['torchvision'] / floor:.2f}×)" if "torchvision" in ms else ""))
         lines.append(f"| {r['model']}{'' if r['check_ok'] else ' ⚠'} | " + " | ".join(cells) + " |")
     if any("train_step" in r["ms"] for r in result["models"]):
         lines += ["", "Training step (forward, cross-entropy, backward, SGD), ms:", "",
@@ -248,11 +274,17 @@ def markdown(result) -> str:
         lines += ["", f"Spread between the {cfg['rounds']} interleaved rounds (max - min of the rounds' medians over "
                   "their median), the worst variant of each model: "
                   + ", ".join(f"{m} {s:.0%}" for m, s in spreads.items() if s is not None) + "."]
+    flops = ", ".join(f"{r['model']} {r['flops'] / 1e9:.1f} G" for r in result["models"])
+    ceiling = result["ceiling"]
+    products = ", ".join(f"{k.removeprefix('torch.')} n={v['matmul_n']}" for k, v in ceiling["matmul"].items())
     lines += [
         "",
         "ms: medians of the whole step. ×: torchvision eager time / the variant's (above 1 = faster). "
         "fused: convert(model, fuse=True); compiled_*: torch.compile (Inductor); frozen_torchvision: "
-        "torch.jit.freeze + optimize_for_inference. ⚠: an output over the tolerance.",
+        "torch.jit.freeze + optimize_for_inference. ⚠: an output over the tolerance. "
+        f"compute floor: the model's convolution and matrix-product FLOPs ({flops}; torch.utils.flop_counter) at "
+        f"torch.matmul's measured {ceiling['flop_per_s'] / 1e9:.0f} GFLOP/s ({products}; the faster): a bound on "
+        "every variant that does those FLOPs, not a time any variant ran; its × is the most any of them could gain.",
         "",
         f"Relative error of each variant's eval output against the torchvision model in float64: {errors}.",
     ]
@@ -305,10 +337,11 @@ def main(argv=None) -> int:
 
     started, load_start = time.time(), bu.loadavg()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    ceiling = compute_ceiling(device, dtype, args)
     progress = bu.Progress(len(models), f"e2e {args.dtype} {args.layout}", unit="model")
     records = []
     for name in models:
-        records.append(bench_model(name, args, device, dtype, memory_format))
+        records.append(bench_model(name, args, device, dtype, memory_format, ceiling))
         r = records[-1]
         progress.update(f"{name} fused {bu.fmt(r.get('speedup', {}).get('inference', {}).get('fused'), '.2f', 'x')}")
     progress.close()
@@ -319,6 +352,7 @@ def main(argv=None) -> int:
                    "precision_flags": flags, "tuned": args.tuned, "variants": args.variants,
                    "timer": "pointwise_cuda.timing.median_ms"},
         "environment": bu.environment(device),
+        "ceiling": ceiling,
         "models": records,
         "seconds": time.time() - started,
         "loadavg_1min": {"start": load_start, "end": bu.loadavg()},
