@@ -52,7 +52,7 @@ double time_ours(int64_t m, int64_t n, int64_t k, int reps) {
   auto destination = [&](int64_t ap, int64_t bp) { return TileDestination<Acc>{c.data() + ap * kRows * n + bp * kCols, n}; };
   auto finish = [](const TileDestination<Acc>&, bool, int64_t, int64_t) {};
   const auto start = Clock::now();
-  for (int r = 0; r < reps; ++r) gemm_packed<K>(ops.a, ops.b, k, accumulators.data(), destination, finish);
+  for (int r = 0; r < reps; ++r) gemm_packed<K>(ops.a, ops.b, k, accumulators.data(), destination, finish, TileOrder::kDownColumns);
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 

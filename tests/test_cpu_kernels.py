@@ -177,17 +177,20 @@ def test_grad_weight_in_place_equals_packed(cpu_path, dtype, c_in, c_out, groups
 # Channel counts that each of an ISA's tile widths pads least (kernel_set.h's dispatch_width): 24
 # and 65 run the AVX2 set's 4 x 24 tile, 16 and 48 its 6 x 16 one (48 the AVX-512 set's 12 x 16),
 # on the forward's columns (output channels) and the grad-input's (input channels); reductions
-# shorter and longer than one depth block.
+# shorter and longer than one depth block. In NCHW the pixels are the columns, and the tiles of one
+# depth block run along the rows of C instead of down its columns (gemm.h's TileOrder).
 @pytest.mark.parametrize("c_in,c_out", [(24, 16), (600, 24), (24, 65), (65, 48), (16, 300)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-def test_each_tile_width_matches_float64(cpu_path, dtype, c_in, c_out):
+@pytest.mark.parametrize("layout", ["channels_last", "nchw"])
+def test_each_tile_width_matches_float64(cpu_path, layout, dtype, c_in, c_out):
     g = torch.Generator().manual_seed(c_in * 1000 + c_out)
-    x = make_tensor((2, c_in, 5, 7), "channels_last", torch.float64)
+    x = make_tensor((2, c_in, 5, 7), layout, torch.float64)
     x.copy_(torch.randn(x.shape, generator=g, dtype=torch.float64))
     x = x.to(dtype).requires_grad_(True)
     wt = torch.randn(c_out, c_in, 1, 1, generator=g, dtype=torch.float64).to(dtype).requires_grad_(True)
     b = torch.randn(c_out, generator=g, dtype=torch.float64).to(dtype)
-    r = torch.randn(2, c_out, 5, 7, generator=g, dtype=torch.float64).to(dtype).contiguous(memory_format=torch.channels_last)
+    r = make_tensor((2, c_out, 5, 7), layout, dtype)
+    r.copy_(torch.randn(r.shape, generator=g, dtype=torch.float64))
     grad = torch.randn(2, c_out, 5, 7, generator=g, dtype=torch.float64).to(dtype)
     out = pw.pointwise_conv2d(x, wt, b, residual=r, activation="relu")
     out.backward(grad)
@@ -197,6 +200,29 @@ def test_each_tile_width_matches_float64(cpu_path, dtype, c_in, c_out):
     tol = TOLERANCE[dtype] * 4
     for name, ours, theirs in (("output", out, ref), ("grad input", x.grad, x64.grad), ("grad weight", wt.grad, w64.grad)):
         assert rel_err(ours, theirs) <= tol, f"{name} on the {cpu_path} path: {rel_err(ours, theirs):.2e}"
+
+
+# NCHW planes a page or more apart (47x49 pixels: 9 KiB in float32, 4.5 KiB in bfloat16) with
+# reductions short enough for the pixels' block to stay in L1 (16 input channels for the forward, 30
+# output channels for grad-input): the tiles run along the rows of C (gemm.h's TileOrder), the
+# last pixel panel partial and the 30 channels not a whole number of row panels.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_nchw_tiles_along_rows_match_float64(cpu_path, dtype):
+    g = torch.Generator().manual_seed(47)
+    x64 = torch.randn(2, 16, 47, 49, generator=g, dtype=torch.float64)
+    w64 = torch.randn(30, 16, 1, 1, generator=g, dtype=torch.float64)
+    b64 = torch.randn(30, generator=g, dtype=torch.float64)
+    r64 = torch.randn(2, 30, 47, 49, generator=g, dtype=torch.float64)
+    grad64 = torch.randn(2, 30, 47, 49, generator=g, dtype=torch.float64)
+    x = x64.to(dtype).requires_grad_(True)
+    out = pw.pointwise_conv2d(x, w64.to(dtype), b64.to(dtype), residual=r64.to(dtype), activation="relu")
+    out.backward(grad64.to(dtype))
+    x_ref = x64.to(dtype).double().requires_grad_(True)
+    ref = F.relu(F.conv2d(x_ref, w64.to(dtype).double(), b64.to(dtype).double()) + r64.to(dtype).double())
+    ref.backward(grad64.to(dtype).double())
+    tol = TOLERANCE[dtype] * 4
+    assert rel_err(out, ref) <= tol, f"output on the {cpu_path} path: {rel_err(out, ref):.2e}"
+    assert rel_err(x.grad, x_ref.grad) <= tol, f"grad input on the {cpu_path} path: {rel_err(x.grad, x_ref.grad):.2e}"
 
 
 def test_grad_weight_reading_nchw_channels_in_place(cpu_path):

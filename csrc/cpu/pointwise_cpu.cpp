@@ -211,6 +211,16 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
   const int64_t channel_blocks = ceil_div(channel_panels, block_panels);
   const int64_t work_per_panel = kPixelWidth * pg.depth * block_panels * kChannelWidth;
   const bool src_linear = pg.src_index.linear();
+  // With pixels on the columns, C's rows are channels a plane apart: its tiles run along the rows
+  // where the planes are a page or more apart and the task's pixels (B) stay in L1 while each
+  // channel panel runs against them (gemm.h's TileOrder).
+  constexpr int64_t kL1Bytes = 32 << 10;
+  const bool planes_pages_apart = pg.dst_index.channel_stride * static_cast<int64_t>(sizeof(T)) >= 4096;
+  const bool pixels_fit_l1 =
+      kTaskPanels * kPixelWidth * pg.depth * static_cast<int64_t>(sizeof(typename K::Packed)) <= kL1Bytes;
+  const TileOrder pixel_tile_order = kPixelsAreColumns && planes_pages_apart && pixels_fit_l1
+                                         ? TileOrder::kAlongRows
+                                         : TileOrder::kDownColumns;
   at::parallel_for(
       0, pg.groups * channel_blocks * pixel_panels, grain_for(work_per_panel), [&](int64_t begin, int64_t end) {
         Buffer<typename K::Packed> pixel_buffer(Pack::capacity(kTaskPanels, kPixelWidth, pg.depth));
@@ -286,9 +296,9 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
                                tile_bias(a_panel, b_panel), epilogue, pg.dst);
           };
           if constexpr (kPixelsAreColumns) {
-            gemm_packed<K>(block_weights, pixels, pg.depth, accumulators.get(), destination, finish);
+            gemm_packed<K>(block_weights, pixels, pg.depth, accumulators.get(), destination, finish, pixel_tile_order);
           } else {
-            gemm_packed<K>(pixels, block_weights, pg.depth, accumulators.get(), destination, finish);
+            gemm_packed<K>(pixels, block_weights, pg.depth, accumulators.get(), destination, finish, pixel_tile_order);
           }
           unit += panels;
         }
@@ -572,10 +582,11 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
                 finish(written, direct, first + a_panel, b_panel);
               };
               if (q0 == q_begin) {
-                gemm_packed<K>(a, b, depth, accumulators.get(), panel_destination, panel_finish);
+                gemm_packed<K>(a, b, depth, accumulators.get(), panel_destination, panel_finish, TileOrder::kDownColumns);
               } else {
                 auto panel_stored = [&](int64_t a_panel, int64_t b_panel, Acc* tile) { stored(first + a_panel, b_panel, tile); };
-                gemm_packed<K>(a, b, depth, accumulators.get(), panel_destination, panel_finish, panel_stored);
+                gemm_packed<K>(a, b, depth, accumulators.get(), panel_destination, panel_finish, TileOrder::kDownColumns,
+                               panel_stored);
               }
             };
             // A's panels packed from `first` on.
