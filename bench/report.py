@@ -110,7 +110,7 @@ def _speedups(record, what):
 def e2e_table(runs, base_dir):
     lines = [
         "| device | model | dtype | layout | batch | inference ms, torchvision | × converted | × fused | "
-        "× compiled torchvision | × compiled fused | × frozen torchvision | × at the compute floor | "
+        "× compiled torchvision | × compiled fused | × frozen torchvision | × at matmul's rate | "
         "train step × converted | commit | |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
@@ -121,8 +121,8 @@ def e2e_table(runs, base_dir):
             cells = [bu.fmt(inf.get(v), ".2f", "×") for v in
                      ("converted", "fused", "compiled_torchvision", "compiled_fused", "frozen_torchvision")]
             cells[1] = f"**{cells[1]}**"
-            eager_ms, floor_ms = r["ms"].get("inference", {}).get("torchvision"), r.get("compute_floor_ms")
-            cells.append(bu.fmt(eager_ms / floor_ms if eager_ms and floor_ms else None, ".2f", "×"))
+            eager_ms, at_rate_ms = r["ms"].get("inference", {}).get("torchvision"), r.get("matmul_rate_ms")
+            cells.append(bu.fmt(eager_ms / at_rate_ms if eager_ms and at_rate_ms else None, ".2f", "×"))
             lines.append(
                 f"| {_device(run)} | {r['model']}{'' if r.get('check_ok', True) else ' ⚠'} | {cfg['dtype']} | "
                 f"{cfg['layout']} | {cfg['batch']} | {bu.fmt(r['ms'].get('inference', {}).get('torchvision'), '.2f')} | "
@@ -151,9 +151,9 @@ def report(results_dir, base_dir) -> str:
         lines += ["**End to end**, inference of torchvision models (× = torchvision eager's time / the variant's; "
                   "converted: `pointwise_cuda.convert(model)`; fused: `convert(model, fuse=True)`, BatchNorm folded "
                   "and adds and activations in our epilogue; compiled: `torch.compile`; frozen: "
-                  "`torch.jit.freeze` + `optimize_for_inference`, CPU; at the compute floor: the model's convolution "
-                  "and matrix-product FLOPs at the measured torch.matmul throughput, the most any variant could gain, "
-                  "a bound rather than a measurement, recorded since 2026-12-07), and a training step of the converted model:", ""]
+                  "`torch.jit.freeze` + `optimize_for_inference`, CPU; at matmul's rate: torchvision's time over that of "
+                  "the model's convolution and matrix-product FLOPs at torch.matmul's measured throughput, how "
+                  "compute-bound the model is and not a bound, recorded since 2026-12-07), and a training step of the converted model:", ""]
         lines += e2e_table(e2e_runs, base_dir) + [""]
     lines.append("Times are medians from `pointwise_cuda.timing.median_ms` (L2 flushed between calls on CUDA). "
                  "See bench/README.md for the method and bench/results/ for every figure.")
