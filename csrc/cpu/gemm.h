@@ -412,8 +412,9 @@ struct FromZero {
 // columns: 16 -> 96 channels at 112x112 0.59-0.76 (batch 1 and 4), with bias, residual and ReLU
 // 0.50; 24 -> 144 at 56x56 0.66-0.90; 32 -> 16 at 112x112 1.01 (3 row panels); bfloat16 0.96 and
 // 0.98. With deeper reductions, whose B blocks leave L1: 64 -> 256 at 56x56 0.91-1.07, 256 -> 64
-// and 256 -> 128 1.03-1.04; with planes under a page (28x28 and less) 0.96-1.03; NHWC, whose rows
-// are a pixel's channels, close together, 0.97-1.35.
+// and 256 -> 128 1.03-1.04; with planes under a page (28x28 and less) 0.96-1.03 (128 -> 512 at
+// 28x28 read 0.75 once, in a slower state of the machine, and 0.97 in the next run); NHWC, whose
+// rows are a pixel's channels, close together, 0.97-1.35.
 enum class TileOrder { kDownColumns, kAlongRows };
 
 // C = A . B for packed operands, with the micro-kernel and blocking of kernel set K (cpu/kernels.h):
