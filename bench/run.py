@@ -48,9 +48,6 @@ LATENCY_FLOOR_MS = 0.005  # a layer whose roofline time is under this is classed
 METHODS = ("ours", "ours_autotune", "conv", "conv_benchmark", "matmul", "fused_ours", "fused_torch")
 
 
-# ---- ceilings -------------------------------------------------------------------------------
-
-
 # ---- what is timed --------------------------------------------------------------------------
 
 
