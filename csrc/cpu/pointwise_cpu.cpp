@@ -189,10 +189,10 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
         bias[g * group_channels + c] = real ? static_cast<Acc>(pg.bias[channel]) : Acc(0);
     }
   }
-  std::vector<char> channels_contiguous(pg.groups * channel_panels);
+  std::vector<int> channel_runs(pg.groups * channel_panels);
   for (int64_t g = 0; g < pg.groups; ++g) {
-    contiguous_panels(channel_offsets.data() + g * group_channels, channel_panels, kChannelWidth,
-                      channels_contiguous.data() + g * channel_panels);
+    contiguous_runs(channel_offsets.data() + g * group_channels, channel_panels, kChannelWidth,
+                    channel_runs.data() + g * channel_panels);
   }
   TileEpilogue<Acc, T> epilogue;
   epilogue.bias_on_rows = kPixelsAreColumns;
@@ -227,7 +227,7 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
         Buffer<Acc> accumulators(Block::kAccumulatorSize);
         std::vector<int64_t> src_pixels(kTaskPanels * kPixelWidth),
             dst_pixels(kTaskPanels * kPixelWidth);
-        std::vector<char> dst_pixels_contiguous(kPixelsAreColumns ? kTaskPanels : 0);
+        std::vector<int> dst_pixel_runs(kPixelsAreColumns ? kTaskPanels : 0);
         std::vector<int64_t> depth_offsets(pg.depth);
         for (int64_t unit = begin; unit < end;) {
           const int64_t g = unit / (channel_blocks * pixel_panels), first_panel = unit % pixel_panels;
@@ -238,7 +238,7 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
           pg.src_index.pixels_from(q0, lines, pg.pixels, src_pixels.data());
           pg.dst_index.pixels_from(q0, lines, pg.pixels, dst_pixels.data());
           if constexpr (kPixelsAreColumns)
-            contiguous_panels(dst_pixels.data(), panels, kPixelWidth, dst_pixels_contiguous.data());
+            contiguous_runs(dst_pixels.data(), panels, kPixelWidth, dst_pixel_runs.data());
           for (int64_t k = 0; k < pg.depth; ++k) {
             depth_offsets[k] = (g * pg.depth + k) * pg.src_index.channel_stride;
           }
@@ -278,9 +278,9 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
           };
           auto tile_cols = [&](int64_t b_panel) {
             return kPixelsAreColumns
-                       ? TileColumns{dst_pixels.data() + b_panel * kPixelWidth, bool(dst_pixels_contiguous[b_panel])}
+                       ? TileColumns{dst_pixels.data() + b_panel * kPixelWidth, dst_pixel_runs[b_panel]}
                        : TileColumns{block_channel_offsets + b_panel * kChannelWidth,
-                                     bool(channels_contiguous[g * channel_panels + first_channel_panel + b_panel])};
+                                     channel_runs[g * channel_panels + first_channel_panel + b_panel]};
           };
           auto tile_bias = [&](int64_t a_panel, int64_t b_panel) -> const Acc* {
             const int64_t channel_panel = kPixelsAreColumns ? a_panel : b_panel;
@@ -484,7 +484,7 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
         std::vector<int64_t> a_pixels(slice), b_pixels(slice);
         std::vector<int64_t> a_lines(a_block * Shape::kRows), b_lines(b_panels * Shape::kCols);
         std::vector<int64_t> rows(a_block * Shape::kRows), cols(b_panels * Shape::kCols);
-        std::vector<char> cols_contiguous(b_panels);
+        std::vector<int> col_runs(b_panels);
         // Where the operand's channels first, first + 1, ... are read from (lines) and where their
         // sums go (sums); -1 past the group's channels.
         auto channel_offsets = [](const WeightGradOperand<T>& side, int64_t group, int64_t first,
@@ -503,13 +503,13 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
           channel_offsets(a_side, group, a_first * Shape::kRows, a_count * Shape::kRows,
                           a_lines.data(), rows.data());
           channel_offsets(b_side, group, 0, b_panels * Shape::kCols, b_lines.data(), cols.data());
-          contiguous_panels(cols.data(), b_panels, Shape::kCols, cols_contiguous.data());
+          contiguous_runs(cols.data(), b_panels, Shape::kCols, col_runs.data());
           Acc* partial = chunk_sums(c) + group * group_weight_size;
           const TileEpilogue<Acc, T> plain;
           const Acc* no_bias = nullptr;
           auto tile_rows = [&](int64_t a_panel) { return rows.data() + a_panel * Shape::kRows; };
           auto tile_cols = [&](int64_t b_panel) {
-            return TileColumns{cols.data() + b_panel * Shape::kCols, bool(cols_contiguous[b_panel])};
+            return TileColumns{cols.data() + b_panel * Shape::kCols, col_runs[b_panel]};
           };
           auto destination = [&](int64_t a_panel, int64_t b_panel) {
             return direct_destination<Shape>(partial, tile_rows(a_panel), tile_cols(b_panel), no_bias, plain);

@@ -105,19 +105,30 @@ struct TileEpilogue {
   }
 };
 
-// A tile's column offsets, and whether they are one contiguous run (offsets[j] == offsets[0] + j,
-// none negative): usually so (pixels of one image, or channels of NHWC), and the loops then
-// vectorise; otherwise they cross an image, the padding or the end of the operand. Decided once per
-// panel of columns by the drivers (contiguous_panels): checked for every tile, it took 15% of a
-// 16 -> 96 channels_last layer (a profile on an AVX-512 EPYC).
+// A tile's column offsets, and how many of them from the first are one contiguous run
+// (offsets[j] == offsets[0] + j) after which every offset is negative: all of them when the columns
+// are one run (pixels of one image, or channels of NHWC), fewer in the last panel of an operand
+// padded to whole panels, whose real columns are then stored by vector loops (stored one by one,
+// the 20 channels a group of a 240 -> 60 channels_last layer in 3 groups, on 24-column tiles, took
+// 1.3x as long on an AVX2 EPYC); 0 when the columns cross an image or the padding, and are stored
+// one by one. Decided once per panel of columns by
+// the drivers (contiguous_runs): checked for every tile, it took 15% of a 16 -> 96 channels_last
+// layer (a profile on an AVX-512 EPYC).
 struct TileColumns {
   const int64_t* offsets = nullptr;
-  bool contiguous = false;
+  int run = 0;
 };
 
-// contiguous[p] = whether panel p of `width` columns at offsets + p * width is one contiguous run.
-inline void contiguous_panels(const int64_t* offsets, int64_t panels, int width, char* contiguous) {
-  for (int64_t p = 0; p < panels; ++p) contiguous[p] = unit_stride(offsets + p * width, width);
+// run[p] = TileColumns::run of panel p of `width` columns at offsets + p * width.
+inline void contiguous_runs(const int64_t* offsets, int64_t panels, int width, int* run) {
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t* panel = offsets + p * width;
+    int length = 0;
+    while (length < width && panel[length] >= 0 && panel[length] == panel[0] + length) ++length;
+    bool padded = true;
+    for (int j = length; j < width; ++j) padded = padded && panel[j] < 0;
+    run[p] = padded ? length : 0;
+  }
 }
 
 // The destination of a Tile-sized tile whose elements go to dst[rows[i] + cols[j]], for the
@@ -131,7 +142,7 @@ TileDestination<Acc> direct_destination(Out* dst, const int64_t* rows, const Til
   constexpr int kRows = Tile::kRows, kCols = Tile::kCols;
   if constexpr (std::is_same_v<Out, Acc>) {
     const int64_t row_stride = rows[1] - rows[0];
-    if (!cols.contiguous || row_stride < kCols || !evenly_spaced(rows, kRows, row_stride)) return {};
+    if (cols.run != kCols || row_stride < kCols || !evenly_spaced(rows, kRows, row_stride)) return {};
     const int64_t first = rows[0] + cols.offsets[0];
     const Acc* residual = nullptr;
     if constexpr (std::is_same_v<T, Acc>) {
@@ -154,9 +165,9 @@ void store_tile(Acc* tile, const int64_t* rows, const TileColumns& columns, cons
                 const TileEpilogue<Acc, T>& epilogue, Out* dst) {
   constexpr int kRows = Tile::kRows, kCols = Tile::kCols;
   const int64_t* cols = columns.offsets;
-  const bool contiguous = columns.contiguous;
+  const int run = columns.run;
   if constexpr (std::is_same_v<Out, T> && !std::is_same_v<T, Acc>) {
-    if (contiguous) {
+    if (run == kCols) {
       epilogue.store_contiguous(tile, rows, cols[0], bias, epilogue.bias_on_rows, epilogue.residual,
                                 epilogue.activation, dst);
       return;
@@ -170,8 +181,9 @@ void store_tile(Acc* tile, const int64_t* rows, const TileColumns& columns, cons
         const T* residual = epilogue.residual + rows[i];
         if (rows[i] < 0) {
           for (int j = 0; j < kCols; ++j) r[i][j] = Acc(0);
-        } else if (contiguous) {
-          for (int j = 0; j < kCols; ++j) r[i][j] = static_cast<Acc>(residual[cols[0] + j]);
+        } else if (run > 0) {
+          for (int j = 0; j < run; ++j) r[i][j] = static_cast<Acc>(residual[cols[0] + j]);
+          for (int j = run; j < kCols; ++j) r[i][j] = Acc(0);
         } else {
           for (int j = 0; j < kCols; ++j) r[i][j] = cols[j] < 0 ? Acc(0) : static_cast<Acc>(residual[cols[j]]);
         }
@@ -184,8 +196,8 @@ void store_tile(Acc* tile, const int64_t* rows, const TileColumns& columns, cons
     if (rows[i] < 0) continue;
     Out* out = dst + rows[i];
     const Acc* z = tile + i * kCols;
-    if (contiguous) {
-      for (int j = 0; j < kCols; ++j) out[cols[0] + j] = static_cast<Out>(z[j]);
+    if (run > 0) {
+      for (int j = 0; j < run; ++j) out[cols[0] + j] = static_cast<Out>(z[j]);
     } else {
       for (int j = 0; j < kCols; ++j) {
         if (cols[j] >= 0) out[cols[j]] = static_cast<Out>(z[j]);
