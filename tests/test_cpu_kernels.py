@@ -225,6 +225,35 @@ def test_nchw_tiles_along_rows_match_float64(cpu_path, dtype):
     assert rel_err(x.grad, x_ref.grad) <= tol, f"grad input on the {cpu_path} path: {rel_err(x.grad, x_ref.grad):.2e}"
 
 
+# Groups that share cache lines in channels_last (ShuffleNetV2's 240 -> 60 in 3 groups, scaled down:
+# 20 channels a group, 80 bytes in float32): the units run span by span of pixels, every group on a
+# span in turn (pointwise_cpu.cpp), and 13x13 pixels in 3 images leave units past the last pixel
+# panel, split between 2 threads. The 20 channels fill 20 columns of the AVX2 set's 4 x 24 tile (16
+# and 4 of the portable set's 6 x 16), stored as a padded panel's run (TileColumns::run); forward
+# and grad-input both.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_channels_last_groups_sharing_lines_match_float64(cpu_path, dtype, restore_num_threads):
+    torch.set_num_threads(2)
+    g = torch.Generator().manual_seed(60)
+    x64 = torch.randn(3, 60, 13, 13, generator=g, dtype=torch.float64)
+    w64 = torch.randn(60, 20, 1, 1, generator=g, dtype=torch.float64)
+    b64 = torch.randn(60, generator=g, dtype=torch.float64)
+    r64 = torch.randn(3, 60, 13, 13, generator=g, dtype=torch.float64)
+    grad64 = torch.randn(3, 60, 13, 13, generator=g, dtype=torch.float64)
+    channels_last = dict(memory_format=torch.channels_last)
+    x = x64.to(dtype).contiguous(**channels_last).requires_grad_(True)
+    r = r64.to(dtype).contiguous(**channels_last)
+    out = pw.pointwise_conv2d(x, w64.to(dtype), b64.to(dtype), groups=3, residual=r, activation="relu")
+    out.backward(grad64.to(dtype).contiguous(**channels_last))
+    x_ref = x64.to(dtype).double().requires_grad_(True)
+    ref = F.relu(F.conv2d(x_ref, w64.to(dtype).double(), b64.to(dtype).double(), groups=3) + r64.to(dtype).double())
+    ref.backward(grad64.to(dtype).double())
+    tol = TOLERANCE[dtype] * 4
+    assert out.is_contiguous(**channels_last)
+    assert rel_err(out, ref) <= tol, f"output on the {cpu_path} path: {rel_err(out, ref):.2e}"
+    assert rel_err(x.grad, x_ref.grad) <= tol, f"grad input on the {cpu_path} path: {rel_err(x.grad, x_ref.grad):.2e}"
+
+
 def test_grad_weight_reading_nchw_channels_in_place(cpu_path):
     # NCHW, 40x40 planes: the grad-weight chunks of 534 pixels lie in one image (A's whole panels of
     # input channels read in place, the partial last panel packed) or cross into the next (packed).
