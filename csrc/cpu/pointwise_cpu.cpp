@@ -203,18 +203,38 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
 
   const int64_t pixel_panels = ceil_div(pg.pixels, kPixelWidth);
   // Units are (span of pixel panels, group, block of channel panels, pixel panel of the span); each
-  // thread takes a contiguous run and cuts it into tasks. The channels are cut into blocks only where
-  // the pixel panels alone leave threads idle (7x7 and 1x1 maps): a thread then reads only its block
-  // of the weights instead of all of them. The pixels are one span, so that units run group by
-  // group, except where the groups share cache lines: NHWC with groups of channels that are not whole
-  // 64-byte lines, in the input or the output. There a span is one task's pixels and every group runs
-  // on it in turn, while its lines are in cache. Group by group, on 2 threads of an AVX2 EPYC
-  // (ShuffleNetV2's layers in 3 groups, batch 2), 240 -> 60 at 28x28 took 1.35-1.5x as long and
-  // 60 -> 216 1.06-1.15x; at 14x14, whose maps stay in L2, spans cost 2% (120 -> 240), and 3.5% where
-  // the groups are whole lines (480 -> 240). The spans are of equal size: the units past the last
-  // pixel panel, at the end of the last span, are fewer than the spans. Which unit computes a tile changes no sum, so results do not depend on the split.
-  const int64_t wanted_blocks = ceil_div(2 * at::get_num_threads(), pg.groups * pixel_panels);
-  const int64_t block_panels = ceil_div(channel_panels, std::clamp<int64_t>(wanted_blocks, 1, channel_panels));
+  // thread takes a contiguous run and cuts it into tasks. Which unit computes a tile changes no sum,
+  // so results do not depend on the split.
+  //
+  // The channels are cut into blocks where that lowers what each thread reads, or where the pixel
+  // panels alone leave threads idle or unevenly loaded (7x7 and 1x1 maps). A thread reads the
+  // weights of its channel blocks (channels x depth) and the pixels of its units (pixels x depth):
+  // split by pixels, every thread reads all the weights; split by channels, all the pixels, which in
+  // NCHW it also packs (a transposing copy: twice a read, counted). So a group with more channels
+  // than pixels (than twice its pixels in NCHW) gets a block per thread at least. On 2 threads of an
+  // AVX2 EPYC, split by pixels, 512 -> 2048 at 7x7 took 1.55x as long (NCHW, batch 1) and 1.28x
+  // (NHWC, batch 2), 256 -> 1024 at 14x14 1.17x (NCHW, batch 2); split by channels, 512 -> 128 at
+  // 28x28 took 1.10x as long, 2048 -> 512 at 7x7 (NCHW, batch 4) 1.02x. Then the fewest blocks that
+  // give every thread two units and the busiest thread at most 5% more than the average.
+  //
+  // The pixels are one span, so that units run group by group, except where the groups share cache
+  // lines: NHWC with groups of channels that are not whole 64-byte lines, in the input or the
+  // output. There a span is one task's pixels and every group runs on it in turn, while its lines
+  // are in cache. Group by group, on 2 threads of an AVX2 EPYC (ShuffleNetV2's layers in 3 groups,
+  // batch 2), 240 -> 60 at 28x28 took 1.35-1.5x as long and 60 -> 216 1.06-1.15x; at 14x14, whose
+  // maps stay in L2, spans cost 2% (120 -> 240), and 3.5% where the groups are whole lines
+  // (480 -> 240). The spans are of equal size: the units past the last pixel panel, at the end of the
+  // last span, are fewer than the spans.
+  const int64_t threads = at::get_num_threads();
+  auto busiest_over_average = [&](int64_t blocks) {
+    const int64_t units = pg.groups * pixel_panels * blocks;
+    return static_cast<double>(ceil_div(units, threads) * threads) / static_cast<double>(units);
+  };
+  int64_t wanted_blocks = std::clamp<int64_t>(ceil_div(2 * threads, pg.groups * pixel_panels), 1, channel_panels);
+  const int64_t pixel_read_cost = kPixelsAreColumns ? 2 : 1;
+  if (pg.channels > pixel_read_cost * pg.pixels) wanted_blocks = std::clamp<int64_t>(threads, wanted_blocks, channel_panels);
+  while (wanted_blocks < channel_panels && busiest_over_average(wanted_blocks) > 1.05) ++wanted_blocks;
+  const int64_t block_panels = ceil_div(channel_panels, wanted_blocks);
   const int64_t channel_blocks = ceil_div(channel_panels, block_panels);
   constexpr int64_t kLineBytes = 64;
   const bool groups_share_lines = !kPixelsAreColumns && pg.groups > 1 &&
