@@ -202,27 +202,36 @@ def test_each_tile_width_matches_float64(cpu_path, layout, dtype, c_in, c_out):
         assert rel_err(ours, theirs) <= tol, f"{name} on the {cpu_path} path: {rel_err(ours, theirs):.2e}"
 
 
+def _check_fused_forward_and_grad_input(cpu_path, dtype, input_shape, c_out, groups, memory_format, seed):
+    """relu(conv(x) + bias + residual) and its grad-input, ours in dtype against float64 on the same
+    rounded inputs, all activations in memory_format."""
+    g = torch.Generator().manual_seed(seed)
+    n, c_in, h, w = input_shape
+    x64 = torch.randn(n, c_in, h, w, generator=g, dtype=torch.float64)
+    w64 = torch.randn(c_out, c_in // groups, 1, 1, generator=g, dtype=torch.float64)
+    b64 = torch.randn(c_out, generator=g, dtype=torch.float64)
+    r64 = torch.randn(n, c_out, h, w, generator=g, dtype=torch.float64)
+    grad64 = torch.randn(n, c_out, h, w, generator=g, dtype=torch.float64)
+    x = x64.to(dtype).contiguous(memory_format=memory_format).requires_grad_(True)
+    r = r64.to(dtype).contiguous(memory_format=memory_format)
+    out = pw.pointwise_conv2d(x, w64.to(dtype), b64.to(dtype), groups=groups, residual=r, activation="relu")
+    out.backward(grad64.to(dtype).contiguous(memory_format=memory_format))
+    x_ref = x64.to(dtype).double().requires_grad_(True)
+    ref = F.relu(F.conv2d(x_ref, w64.to(dtype).double(), b64.to(dtype).double(), groups=groups) + r64.to(dtype).double())
+    ref.backward(grad64.to(dtype).double())
+    tol = TOLERANCE[dtype] * 4
+    assert out.is_contiguous(memory_format=memory_format)
+    assert rel_err(out, ref) <= tol, f"output on the {cpu_path} path: {rel_err(out, ref):.2e}"
+    assert rel_err(x.grad, x_ref.grad) <= tol, f"grad input on the {cpu_path} path: {rel_err(x.grad, x_ref.grad):.2e}"
+
+
 # NCHW planes a page or more apart (47x49 pixels: 9 KiB in float32, 4.5 KiB in bfloat16) with
 # reductions short enough for the pixels' block to stay in L1 (16 input channels for the forward, 30
 # output channels for grad-input): the tiles run along the rows of C (gemm.h's TileOrder), the
 # last pixel panel partial and the 30 channels not a whole number of row panels.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 def test_nchw_tiles_along_rows_match_float64(cpu_path, dtype):
-    g = torch.Generator().manual_seed(47)
-    x64 = torch.randn(2, 16, 47, 49, generator=g, dtype=torch.float64)
-    w64 = torch.randn(30, 16, 1, 1, generator=g, dtype=torch.float64)
-    b64 = torch.randn(30, generator=g, dtype=torch.float64)
-    r64 = torch.randn(2, 30, 47, 49, generator=g, dtype=torch.float64)
-    grad64 = torch.randn(2, 30, 47, 49, generator=g, dtype=torch.float64)
-    x = x64.to(dtype).requires_grad_(True)
-    out = pw.pointwise_conv2d(x, w64.to(dtype), b64.to(dtype), residual=r64.to(dtype), activation="relu")
-    out.backward(grad64.to(dtype))
-    x_ref = x64.to(dtype).double().requires_grad_(True)
-    ref = F.relu(F.conv2d(x_ref, w64.to(dtype).double(), b64.to(dtype).double()) + r64.to(dtype).double())
-    ref.backward(grad64.to(dtype).double())
-    tol = TOLERANCE[dtype] * 4
-    assert rel_err(out, ref) <= tol, f"output on the {cpu_path} path: {rel_err(out, ref):.2e}"
-    assert rel_err(x.grad, x_ref.grad) <= tol, f"grad input on the {cpu_path} path: {rel_err(x.grad, x_ref.grad):.2e}"
+    _check_fused_forward_and_grad_input(cpu_path, dtype, (2, 16, 47, 49), 30, 1, torch.contiguous_format, seed=47)
 
 
 # Groups that share cache lines in channels_last (ShuffleNetV2's 240 -> 60 in 3 groups, scaled down:
@@ -234,24 +243,7 @@ def test_nchw_tiles_along_rows_match_float64(cpu_path, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 def test_channels_last_groups_sharing_lines_match_float64(cpu_path, dtype, restore_num_threads):
     torch.set_num_threads(2)
-    g = torch.Generator().manual_seed(60)
-    x64 = torch.randn(3, 60, 13, 13, generator=g, dtype=torch.float64)
-    w64 = torch.randn(60, 20, 1, 1, generator=g, dtype=torch.float64)
-    b64 = torch.randn(60, generator=g, dtype=torch.float64)
-    r64 = torch.randn(3, 60, 13, 13, generator=g, dtype=torch.float64)
-    grad64 = torch.randn(3, 60, 13, 13, generator=g, dtype=torch.float64)
-    channels_last = dict(memory_format=torch.channels_last)
-    x = x64.to(dtype).contiguous(**channels_last).requires_grad_(True)
-    r = r64.to(dtype).contiguous(**channels_last)
-    out = pw.pointwise_conv2d(x, w64.to(dtype), b64.to(dtype), groups=3, residual=r, activation="relu")
-    out.backward(grad64.to(dtype).contiguous(**channels_last))
-    x_ref = x64.to(dtype).double().requires_grad_(True)
-    ref = F.relu(F.conv2d(x_ref, w64.to(dtype).double(), b64.to(dtype).double(), groups=3) + r64.to(dtype).double())
-    ref.backward(grad64.to(dtype).double())
-    tol = TOLERANCE[dtype] * 4
-    assert out.is_contiguous(**channels_last)
-    assert rel_err(out, ref) <= tol, f"output on the {cpu_path} path: {rel_err(out, ref):.2e}"
-    assert rel_err(x.grad, x_ref.grad) <= tol, f"grad input on the {cpu_path} path: {rel_err(x.grad, x_ref.grad):.2e}"
+    _check_fused_forward_and_grad_input(cpu_path, dtype, (3, 60, 13, 13), 60, 3, torch.channels_last, seed=60)
 
 
 def test_grad_weight_reading_nchw_channels_in_place(cpu_path):
