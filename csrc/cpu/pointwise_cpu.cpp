@@ -214,8 +214,10 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
   // than pixels (than twice its pixels in NCHW) gets a block per thread at least. On 2 threads of an
   // AVX2 EPYC, split by pixels, 512 -> 2048 at 7x7 took 1.55x as long (NCHW, batch 1) and 1.28x
   // (NHWC, batch 2), 256 -> 1024 at 14x14 1.17x (NCHW, batch 2); split by channels, 512 -> 128 at
-  // 28x28 took 1.10x as long, 2048 -> 512 at 7x7 (NCHW, batch 4) 1.02x. Then the fewest blocks that
-  // give every thread two units and the busiest thread at most 5% more than the average.
+  // 28x28 took 1.10x as long, 2048 -> 512 at 7x7 (NCHW, batch 4) 1.02x. In bfloat16 (converted to
+  // float while packed there), split by pixels took 1.1-2.4x as long on those layers (512 -> 2048 at
+  // 7x7, batch 2: 2.2x NHWC, 1.5x NCHW). Then the fewest blocks that give every thread two units and
+  // the busiest thread at most 5% more than the average.
   //
   // The pixels are one span, so that units run group by group, except where the groups share cache
   // lines: NHWC with groups of channels that are not whole 64-byte lines, in the input or the
@@ -232,7 +234,9 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
   };
   int64_t wanted_blocks = std::clamp<int64_t>(ceil_div(2 * threads, pg.groups * pixel_panels), 1, channel_panels);
   const int64_t pixel_read_cost = kPixelsAreColumns ? 2 : 1;
-  if (pg.channels > pixel_read_cost * pg.pixels) wanted_blocks = std::clamp<int64_t>(threads, wanted_blocks, channel_panels);
+  if (pg.channels > pixel_read_cost * pg.pixels) {
+    wanted_blocks = std::clamp<int64_t>(threads, wanted_blocks, channel_panels);
+  }
   while (wanted_blocks < channel_panels && busiest_over_average(wanted_blocks) > 1.05) ++wanted_blocks;
   const int64_t block_panels = ceil_div(channel_panels, wanted_blocks);
   const int64_t channel_blocks = ceil_div(channel_panels, block_panels);
