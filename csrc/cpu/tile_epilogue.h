@@ -108,12 +108,12 @@ struct TileEpilogue {
 // A tile's column offsets, and how many of them from the first are one contiguous run
 // (offsets[j] == offsets[0] + j) after which every offset is negative: all of them when the columns
 // are one run (pixels of one image, or channels of NHWC), fewer in the last panel of an operand
-// padded to whole panels, whose real columns are then stored by vector loops (stored one by one,
-// the 20 channels a group of a 240 -> 60 channels_last layer in 3 groups, on 24-column tiles, took
-// 1.3x as long on an AVX2 EPYC); 0 when the columns cross an image or the padding, and are stored
-// one by one. Decided once per panel of columns by
-// the drivers (contiguous_runs): checked for every tile, it took 15% of a 16 -> 96 channels_last
-// layer (a profile on an AVX-512 EPYC).
+// padded to whole panels, whose real columns are then copied by loops the compiler vectorises
+// (stored one by one, the 20 channels a group of a 240 -> 60 channels_last layer in 3 groups, on
+// 24-column tiles, took 1.3x as long on an AVX2 EPYC); 0 when the columns cross an image or the
+// padding, and are stored one by one. Decided once per panel of columns by the drivers
+// (contiguous_runs): checked for every tile, it took 15% of a 16 -> 96 channels_last layer (a
+// profile on an AVX-512 EPYC).
 struct TileColumns {
   const int64_t* offsets = nullptr;
   int run = 0;
