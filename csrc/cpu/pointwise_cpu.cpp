@@ -199,6 +199,7 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
   epilogue.residual = pg.residual;
   epilogue.activation = pg.activation;
   epilogue.finish_in_place = K::finish_in_place;
+  epilogue.stream = true;
   if constexpr (!std::is_same_v<T, Acc>) epilogue.store_contiguous = K::template store_contiguous<T>;
 
   const int64_t pixel_panels = ceil_div(pg.pixels, kPixelWidth);
@@ -346,6 +347,10 @@ void run_pixel_gemm(const PixelGemm<T>& pg) {
           }
           unit += task_units;
         }
+#ifdef POINTWISE_CPU_X86
+        // Streamed stores are weakly ordered: visible to every thread once the threads join.
+        __builtin_ia32_sfence();
+#endif
       });
 }
 

@@ -39,6 +39,20 @@ struct VecMath {
     return v;
   }
   POINTWISE_HOST_DEVICE static void store(T* p, V v) { __builtin_memcpy(p, &v, sizeof v); }
+  // store(p, v) past the caches (a non-temporal store), p aligned to the vector's size: gemm.h's
+  // TileFinish::stream. Inline assembly, as in HalfConversion below, emitted only inside the kernel
+  // functions it is inlined into.
+  POINTWISE_HOST_DEVICE static void stream(T* p, V v) {
+#ifdef POINTWISE_CPU_X86
+    if constexpr (std::is_same_v<T, float>) {
+      asm("vmovntps %1, %0" : "=m"(*reinterpret_cast<V*>(p)) : "v"(v));
+    } else {
+      asm("vmovntpd %1, %0" : "=m"(*reinterpret_cast<V*>(p)) : "v"(v));
+    }
+#else
+    store(p, v);
+#endif
+  }
   // A constant in every lane (folded into a vector constant). GCC 12 builds a vector of a run-time
   // value lane by lane (16 masked broadcasts for 16 floats), so run-time scalars enter vector
   // arithmetic as scalar operands instead (v * x, v + x: one broadcast, or none, from memory).
