@@ -53,41 +53,26 @@ struct ScalarConversion {
   static void store(Out* p, Acc v) { *p = static_cast<Out>(v); }
 };
 
-// The ContiguousStore for activation A in M's vectors, Convert loading and storing M::kLanes values
-// of Out as one vector of M (load(const Out*) -> M::V, store(Out*, M::V)). Always inlined into the
-// kernel set's function, whose target attribute Convert's intrinsics need.
-template <class M, class Tile, Activation A, class Convert, typename Acc, typename Out>
-__attribute__((always_inline)) inline void store_contiguous(const Acc* tile, const int64_t* rows, int64_t col0, const Acc* bias,
-                                            bool bias_on_rows, const Out* residual, Out* dst) {
-  using V = typename M::V;
-  constexpr int kLanes = M::kLanes, kVectors = Tile::kCols / kLanes;
-  static_assert(Tile::kCols % kLanes == 0, "a tile row is a whole number of vectors");
-  const bool add_bias = bias != nullptr, add_residual = residual != nullptr;
-  V column_bias[kVectors];
-  for (int v = 0; v < kVectors; ++v)
-    column_bias[v] = add_bias && !bias_on_rows ? M::load(bias + v * kLanes) : M::splat(0);
-  for (int i = 0; i < Tile::kRows; ++i) {
-    if (rows[i] < 0) continue;
-    const int64_t first = rows[i] + col0;
-    const Acc row_bias = add_bias && bias_on_rows ? bias[i] : Acc(0);  // a scalar operand (vec.h)
-    for (int v = 0; v < kVectors; ++v) {
-      const V z = M::load(tile + i * Tile::kCols + v * kLanes);
-      const V r = add_residual ? Convert::load(residual + first + v * kLanes) : M::splat(0);
-      Convert::store(dst + first + v * kLanes,
-                     bias_on_rows ? epilogue_value<A, M>(z, add_bias, row_bias, add_residual, r)
-                                  : epilogue_value<A, M>(z, add_bias, column_bias[v], add_residual, r));
-    }
-  }
-}
-
-// store_contiguous for a run-time activation (always_inline: see finish_in_place below).
+// The ContiguousStore in M's vectors, Convert loading and storing M::kLanes values of Out as one
+// vector of M (load(const Out*) -> M::V, store(Out*, M::V)). Always inlined into the kernel set's
+// function, whose target attribute Convert's intrinsics need.
 template <class M, class Tile, class Convert, typename Acc, typename Out>
-__attribute__((always_inline)) inline void store_contiguous(const Acc* tile, const int64_t* rows, int64_t col0, const Acc* bias,
-                                            bool bias_on_rows, const Out* residual, Activation activation,
-                                            Out* dst) {
-  dispatch_activation(activation, [&](auto a) __attribute__((always_inline)) {
-    store_contiguous<M, Tile, decltype(a)::value, Convert>(tile, rows, col0, bias, bias_on_rows, residual, dst);
-  });
+__attribute__((always_inline)) inline void store_contiguous(const Acc* tile, const int64_t* rows, int64_t col0,
+                                                            const Acc* bias, bool bias_on_rows, const Out* residual,
+                                                            Activation activation, Out* dst) {
+  using V = typename M::V;
+  constexpr int kLanes = M::kLanes;
+  static_assert(Tile::kCols % kLanes == 0, "a tile row is a whole number of vectors");
+  finish_tile<M, Tile, false>(
+      [&](int i, int v) __attribute__((always_inline)) { return M::load(tile + i * Tile::kCols + v * kLanes); },
+      [&](int i) __attribute__((always_inline)) { return rows[i] < 0; }, bias, bias_on_rows, residual != nullptr,
+      [&](int i, int v) __attribute__((always_inline)) {
+        return Convert::load(residual + rows[i] + col0 + v * kLanes);
+      },
+      activation,
+      [&](int i, int v, V value) __attribute__((always_inline)) {
+        Convert::store(dst + rows[i] + col0 + v * kLanes, value);
+      });
 }
 
 // What is added to a tile before the activation: a bias, given per tile and indexed by the
