@@ -379,6 +379,8 @@ __attribute__((always_inline)) inline void store_finished(
     const TileFinish<Acc>* finish) {
   using V = typename M::V;
   constexpr int kRows = Tile::kRows, kLanes = M::kLanes, kVectors = Tile::kCols / kLanes;
+  // Plain sums pass through `out` too: stored straight from acc in a loop of their own, layers took
+  // 1.01-1.04x as long (AVX2 EPYC, separate processes alternated).
   V out[kRows][kVectors];
   if (finish == nullptr || finish->plain()) {
 #pragma GCC unroll 16
