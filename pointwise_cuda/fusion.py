@@ -10,15 +10,17 @@ BN, add), EfficientNet's MBConv (conv, BN, SiLU; the identity that StochasticDep
 A part that does not trace is fused part by part (its children), and what could not be fused is
 listed in the model's `fusion_report` and in a warning.
 
-A model that traces whole also runs, given a CPU image, in the layout its convolutions are fastest in
-for the image's dtype (channels_last where oneDNN runs them): its input is converted once and its 4-D
-outputs are given back in the input's layout (_run_in_fastest_layout).
+Its other convolutions compute bfloat16 and float16 CPU inputs in float32 where PyTorch's CPU
+convolution has no oneDNN kernel for those dtypes (Conv2dInFloat32). A model that traces whole also
+runs, given a CPU image, in the layout its convolutions are fastest in for the image's dtype
+(channels_last where oneDNN runs them): its input is converted once and its 4-D outputs are given back
+in the input's layout (_run_in_fastest_layout).
 """
 
 import dataclasses
 import operator
 import warnings
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.fx
@@ -38,14 +40,20 @@ _ADDS = (operator.add, operator.iadd, torch.add)
 class FusionReport:
     """What convert(model, fuse=True) did: `fused` has one line per 1x1 convolution that became a
     PointwiseConv2d (with what its epilogue took), `not_fused` what was left as it was, and why,
-    `layout` the memory format the model's activations take inside (and why, where not channels_last)."""
+    `in_float32` one line per other convolution that computes 16-bit CPU inputs in float32
+    (Conv2dInFloat32), `layout` the memory format the model's activations take inside (and why, where
+    not channels_last)."""
 
     fused: List[str] = dataclasses.field(default_factory=list)
     not_fused: List[str] = dataclasses.field(default_factory=list)
+    in_float32: List[str] = dataclasses.field(default_factory=list)
     layout: str = "the input's"  # the activations' memory format inside the model, per dtype (_run_in_fastest_layout)
 
     def __str__(self) -> str:
         lines = [f"{len(self.fused)} pointwise convolutions fused:"] + [f"  {line}" for line in self.fused]
+        if self.in_float32:
+            lines += ([f"{len(self.in_float32)} other convolutions computing CPU inputs in float32:"]
+                      + [f"  {line}" for line in self.in_float32])
         lines.append(f"layout inside: {self.layout}")
         if self.not_fused:
             lines += [f"{len(self.not_fused)} parts not fused:"] + [f"  {line}" for line in self.not_fused]
@@ -57,6 +65,7 @@ def fuse(model: nn.Module, report: FusionReport) -> nn.Module:
     traces whole, run on the CPU in its convolutions' fastest layout; parts that do not trace are fused
     child by child."""
     fused = _fuse_traced(model, report)
+    fused = _compute_16_bit_convolutions_in_float32(fused, report)
     if isinstance(fused, torch.fx.GraphModule):
         _run_in_fastest_layout(fused, report)
     return fused
@@ -174,6 +183,63 @@ def _fuse_pointwise(gm: torch.fx.GraphModule, report: FusionReport, with_bn) -> 
     gm.recompile()
 
 
+class Conv2dInFloat32(nn.Conv2d):
+    """A fused model's nn.Conv2d (not a pointwise one) that computes CPU inputs of the dtypes in
+    `in_float32` in float32 and rounds its output once to the input's dtype.
+
+    convert(fuse=True) makes them where PyTorch's CPU convolution runs float32 with oneDNN but has no
+    oneDNN kernel for bfloat16 or float16 (CPUs without AVX-512): it runs those through im2col and
+    its own GEMM, a grouped convolution group by group. The widened inputs and weights cost a copy;
+    in float32, oneDNN runs the convolution. Fused, bfloat16, channels_last, batch 4, 2 threads, on an
+    AVX2 AMD EPYC (Zen 2): MobileNetV2 268 ms with PyTorch's bfloat16 convolutions, 42 ms so; ResNet-50
+    1154 against 231 ms (torchvision eager: 926 and 2415 ms). PyTorch's own 16-bit convolution also
+    sums in float32, so the numbers change only by where it rounds."""
+
+    in_float32: Tuple[torch.dtype, ...] = ()
+
+    @classmethod
+    def from_conv2d(cls, conv: nn.Conv2d, in_float32: Tuple[torch.dtype, ...]) -> "Conv2dInFloat32":
+        """A Conv2dInFloat32 holding the same Parameter objects as `conv` (no copy)."""
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, device="meta")
+        layer.weight, layer.bias = conv.weight, conv.bias
+        layer.in_float32 = tuple(in_float32)
+        layer.train(conv.training)
+        return layer
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.device.type != "cpu" or input.dtype not in self.in_float32:
+            return super().forward(input)
+        bias = None if self.bias is None else self.bias.float()
+        return self._conv_forward(input.float(), self.weight.float(), bias).to(input.dtype)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", in_float32=({', '.join(_dtype_name(d) for d in self.in_float32)})"
+
+
+def _compute_16_bit_convolutions_in_float32(model: nn.Module, report: FusionReport) -> nn.Module:
+    """`model` with each nn.Conv2d left (not pointwise) a Conv2dInFloat32 for the 16-bit dtypes PyTorch
+    runs without oneDNN on this CPU, where there are such dtypes."""
+    from .modules import _swap_modules, _swappable
+
+    dtypes = _dtypes_computed_in_float32()
+    if not dtypes:
+        return model
+
+    def swapped(conv: nn.Conv2d, name: str) -> Conv2dInFloat32:
+        groups = f", groups {conv.groups}" if conv.groups > 1 else ""
+        report.in_float32.append(f"{name or type(conv).__name__} ({conv.in_channels}->{conv.out_channels}, "
+                                 f"{'x'.join(map(str, conv.kernel_size))}{groups}): "
+                                 f"{', '.join(_dtype_name(d) for d in dtypes)}")
+        return Conv2dInFloat32.from_conv2d(conv, dtypes)
+
+    return _swap_modules(model, _swappable, swapped)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
 # Tensor methods whose result depends on the strides, not only the values: Tensor.view of a
 # channels_last activation fails where the NCHW one works (x.view(n, -1), say).
 _LAYOUT_SENSITIVE_METHODS = {"view", "view_as", "as_strided", "stride", "is_contiguous", "data_ptr"}
@@ -188,7 +254,8 @@ def _run_in_fastest_layout(gm: torch.fx.GraphModule, report: FusionReport) -> No
     channels_last. Fused MobileNetV2, fp32, NCHW input, batch 4, 2 threads, on an AVX2 AMD EPYC: 54-56
     ms, against 30-31 ms with a channels_last input. Inductor's layout optimisation does the same.
     Where oneDNN does not run the dtype (float64; bfloat16 and float16 on CPUs without their
-    instructions), PyTorch's own convolution runs a grouped convolution group by group, and
+    instructions, unless a Conv2dInFloat32 runs them in float32), PyTorch's own convolution runs a
+    grouped convolution group by group, and
     channels_last makes each group a strided copy: a depthwise 3x3, bfloat16, batch 4, on that EPYC
     took 91-110 ms channels_last against 10-22 ms NCHW (a dense 3x3 the other way: 51 against 219 ms).
     So a model with grouped convolutions runs NCHW in those dtypes (_inside_format).
@@ -204,15 +271,20 @@ def _run_in_fastest_layout(gm: torch.fx.GraphModule, report: FusionReport) -> No
                               "the layout)")
         return
     modules = dict(gm.named_modules())
-    grouped = sum(1 for node in gm.graph.nodes if node.op == "call_module"
-                  and type(modules[node.target]) is nn.Conv2d and modules[node.target].groups > 1)
-    channels_last_dtypes = _onednn_convolution_dtypes() if grouped else None
+    grouped = [modules[node.target] for node in gm.graph.nodes if node.op == "call_module"
+               and isinstance(modules[node.target], nn.Conv2d) and modules[node.target].groups > 1]
+    channels_last_dtypes = None
+    if grouped:  # the dtypes oneDNN runs them in, natively or in float32 (Conv2dInFloat32)
+        onednn = _onednn_convolution_dtypes()
+        channels_last_dtypes = tuple(
+            dtype for dtype in (torch.float32, torch.bfloat16, torch.float16)
+            if dtype in onednn or all(dtype in getattr(conv, "in_float32", ()) for conv in grouped))
     if channels_last_dtypes is not None:
         # PyTorch runs a convolution channels_last if its input or its weight is: NCHW weights let
         # the input's layout decide (a channels_last model's depthwise weights would take its NCHW
         # bfloat16 back to channels_last: MobileNetV2 took 903 ms, not 376, on that EPYC).
         for module in modules.values():
-            if type(module) is nn.Conv2d:
+            if isinstance(module, nn.Conv2d):
                 module.to(memory_format=torch.contiguous_format)
     with gm.graph.inserting_after(placeholders[-1]):
         for placeholder in placeholders:
@@ -228,9 +300,17 @@ def _run_in_fastest_layout(gm: torch.fx.GraphModule, report: FusionReport) -> No
     if channels_last_dtypes is None:
         report.layout = f"channels_last for CPU inputs ({given_back})"
     else:
-        names = ", ".join(str(dtype).removeprefix("torch.") for dtype in channels_last_dtypes) or "no dtype"
+        names = ", ".join(_dtype_name(dtype) for dtype in channels_last_dtypes) or "no dtype"
         report.layout = (f"channels_last for CPU inputs in {names}, NCHW in other dtypes, where PyTorch runs the "
-                         f"model's {grouped} grouped convolutions without oneDNN on this CPU ({given_back})")
+                         f"model's {len(grouped)} grouped convolutions without oneDNN on this CPU ({given_back})")
+
+
+def _dtypes_computed_in_float32() -> Tuple[torch.dtype, ...]:
+    """The 16-bit dtypes whose CPU convolutions PyTorch runs without oneDNN here, where it runs float32 ones with it."""
+    onednn = _onednn_convolution_dtypes()
+    if torch.float32 not in onednn:
+        return ()
+    return tuple(dtype for dtype in (torch.bfloat16, torch.float16) if dtype not in onednn)
 
 
 def _onednn_convolution_dtypes():

@@ -135,12 +135,28 @@ def _has_hooks(module: nn.Module) -> bool:
         "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
 
 
-def _convertible(module: nn.Module) -> bool:
+def _swappable(module: nn.Module) -> bool:
     # Exactly nn.Conv2d: a subclass (parametrize's included) may override forward, and swapping it
     # would change the model. Its weight a Parameter and no hooks: spectral_norm, weight_norm and
     # pruning compute the weight in a forward pre-hook, which the replacement would not run.
-    return (type(module) is nn.Conv2d and module.kernel_size == (1, 1) and module.padding_mode == "zeros"
-            and isinstance(module._parameters.get("weight"), nn.Parameter) and not _has_hooks(module))
+    return (type(module) is nn.Conv2d and isinstance(module._parameters.get("weight"), nn.Parameter)
+            and not _has_hooks(module))
+
+
+def _convertible(module: nn.Module) -> bool:
+    return _swappable(module) and module.kernel_size == (1, 1) and module.padding_mode == "zeros"
+
+
+def _swap_modules(model: nn.Module, should_swap, swapped) -> nn.Module:
+    """`model` with each module m for which should_swap(m) (the model itself included) replaced, in
+    place, by swapped(m, name), name its qualified name ("" for the model)."""
+    if should_swap(model):
+        return swapped(model, "")
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            if should_swap(child):
+                setattr(parent, name, swapped(child, f"{parent_name}.{name}" if parent_name else name))
+    return model
 
 
 def convert(model: nn.Module, inplace: bool = False, fuse: bool = False) -> nn.Module:
@@ -154,7 +170,9 @@ def convert(model: nn.Module, inplace: bool = False, fuse: bool = False) -> nn.M
     fuse=True, for inference: the model must be in eval mode (model.eval()). It is traced with
     torch.fx; every BatchNorm that follows a convolution is folded into it, and each 1x1
     convolution's epilogue takes the residual add and the activation (relu, relu6, silu, gelu,
-    hardswish) that follow it (fusion.py). The result is a torch.fx.GraphModule whose
+    hardswish) that follow it (fusion.py). Where PyTorch's CPU convolution has oneDNN for float32 but
+    not for bfloat16 or float16 (CPUs without AVX-512), the convolutions left to PyTorch compute CPU
+    inputs in those dtypes in float32 (fusion.Conv2dInFloat32). The result is a torch.fx.GraphModule whose
     `fusion_report` (a FusionReport) lists what was fused and what was not; a warning names the
     parts not fused. The numbers are the model's, rounded as the folded weights round.
     """
@@ -177,10 +195,4 @@ def convert(model: nn.Module, inplace: bool = False, fuse: bool = False) -> nn.M
         return fused
     if not inplace:
         model = copy.deepcopy(model)
-    if _convertible(model):
-        return PointwiseConv2d.from_conv2d(model)
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if _convertible(child):
-                setattr(parent, name, PointwiseConv2d.from_conv2d(child))
-    return model
+    return _swap_modules(model, _convertible, lambda conv, name: PointwiseConv2d.from_conv2d(conv))

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import pointwise_cuda as pw
+from pointwise_cuda.fusion import Conv2dInFloat32
 from reference import assert_rel_close
+from torch.utils._python_dispatch import TorchDispatchMode
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -161,14 +163,21 @@ class _Depthwise(nn.Module):
         return self.project(F.relu(self.depthwise(x)))
 
 
-def _onednn_runs(dtype):
+def _onednn_runs_natively(dtype):
     """Whether PyTorch runs a CPU convolution in dtype with oneDNN here, by its own checks."""
     return torch.backends.mkldnn.is_available() and {
         torch.float32: True, torch.float64: False,
-        torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported()}[dtype]
+        torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+        torch.float16: torch.ops.mkldnn._is_mkldnn_fp16_supported()}[dtype]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def _onednn_runs(dtype):
+    """Whether a fused model's CPU convolution in dtype runs in oneDNN here, natively or in float32."""
+    return _onednn_runs_natively(dtype) or (dtype in (torch.bfloat16, torch.float16)
+                                            and _onednn_runs_natively(torch.float32))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("given", ["nchw", "channels_last"])
 def test_grouped_convolutions_run_nchw_in_dtypes_without_onednn(dtype, given):
     # PyTorch's own convolution runs a channels_last grouped one group by group, several times slower.
@@ -189,8 +198,79 @@ def test_grouped_convolutions_run_nchw_in_dtypes_without_onednn(dtype, given):
     assert inside[0].is_contiguous(memory_format=torch.channels_last) == channels_last
     assert inside[0].is_contiguous() == (not channels_last)
     assert out.stride() == expected.stride()  # given back in the input's layout
-    assert_rel_close(out, expected, {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype],
-                     "depthwise model")
+    assert_rel_close(out, expected, {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2,
+                                     torch.float16: 3e-3}[dtype], "depthwise model")
+
+
+class _ConvolutionDtypes(TorchDispatchMode):
+    """Records the dtype of every aten.convolution's input."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.convolution.default:
+            self.dtypes.append(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_convolutions_run_in_float32_where_onednn_has_only_float32(dtype):
+    torch.manual_seed(0)
+    model = _Depthwise().to(dtype).eval()
+    fused, _ = _fuse(model)
+    widened = _onednn_runs(dtype) and not _onednn_runs_natively(dtype)
+    assert isinstance(fused.depthwise, Conv2dInFloat32) == widened
+    in_float32 = [str(d).removeprefix("torch.") for d in (torch.bfloat16, torch.float16) if not _onednn_runs_natively(d)]
+    assert fused.fusion_report.in_float32 == ([f"depthwise (4->4, 3x3, groups 4): {', '.join(in_float32)}"]
+                                              if widened else [])
+    x = torch.randn(2, 4, 9, 7, dtype=dtype)
+    with torch.no_grad(), _ConvolutionDtypes() as seen:
+        out = fused(x)
+    assert seen.dtypes == [torch.float32 if widened else dtype]  # the depthwise one; the 1x1 is ours
+    with torch.no_grad():
+        expected = model.double()(x.double())
+    assert out.dtype == dtype
+    assert_rel_close(out, expected, {torch.bfloat16: 1e-2, torch.float16: 2e-3}[dtype], "depthwise model")
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_conv2d_in_float32_rounds_a_float32_sum_once(dtype, layout):
+    # On every CPU, whatever oneDNN runs here: the module itself, told to widen dtype.
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 6, 3, stride=2, padding=1, groups=3).to(dtype)
+    layer = Conv2dInFloat32.from_conv2d(conv, (dtype,))
+    assert layer.weight is conv.weight and layer.bias is conv.bias
+    x = torch.randn(2, 6, 9, 7, dtype=dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), _ConvolutionDtypes() as seen:
+        out = layer(x)
+    assert seen.dtypes == [torch.float32]
+    assert out.dtype == dtype and out.stride() == conv(x).stride()
+    exact = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), 2, 1, 1, 3)
+    magnitude = F.conv2d(x.double().abs(), conv.weight.double().abs(), conv.bias.double().abs(), 2, 1, 1, 3)
+    unit_roundoff = {torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}[dtype]
+    # One rounding to dtype of a float32 sum: half an ulp of dtype, plus float32's error over 19 terms.
+    assert ((out.double() - exact).abs() <= unit_roundoff * exact.abs() + 19 * 2.0 ** -24 * magnitude).all()
+    x32 = x.float()  # a dtype not in in_float32 runs as nn.Conv2d does
+    layer32 = Conv2dInFloat32.from_conv2d(conv.float(), (dtype,))
+    with torch.no_grad(), _ConvolutionDtypes() as seen:
+        assert torch.equal(layer32(x32), F.conv2d(x32, conv.weight, conv.bias, 2, 1, 1, 3))
+    assert seen.dtypes == [torch.float32, torch.float32]
+
+
+def test_compile_fullgraph_of_a_fused_16_bit_model():
+    torch.manual_seed(0)
+    fused, _ = _fuse(_Depthwise().bfloat16().eval())
+    x = torch.randn(2, 4, 9, 7, dtype=torch.bfloat16)
+    with torch.no_grad():
+        expected = fused(x)
+        torch._dynamo.reset()
+        compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
+        assert_rel_close(compiled(x), expected, 1e-2, "compiled fused bfloat16 model")
 
 
 class _Flatten(nn.Module):
