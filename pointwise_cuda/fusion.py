@@ -188,7 +188,8 @@ class Conv2dInFloat32(nn.Conv2d):
     `in_float32` in float32 and rounds its output once to the input's dtype.
 
     convert(fuse=True) makes them where PyTorch's CPU convolution runs float32 with oneDNN but has no
-    oneDNN kernel for bfloat16 or float16 (CPUs without AVX-512): it runs those through im2col and
+    oneDNN kernel for bfloat16 or float16 (CPUs without AVX-512), for inputs in those dtypes and for
+    CPU autocast to them: PyTorch runs those through im2col and
     its own GEMM, a grouped convolution group by group. The widened inputs and weights cost a copy;
     in float32, oneDNN runs the convolution. Fused, bfloat16, channels_last, batch 4, 2 threads, on an
     AVX2 AMD EPYC (Zen 2): MobileNetV2 268 ms with PyTorch's bfloat16 convolutions, 42 ms so; ResNet-50
@@ -208,10 +209,15 @@ class Conv2dInFloat32(nn.Conv2d):
         return layer
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if input.device.type != "cpu" or input.dtype not in self.in_float32:
-            return super().forward(input)
-        bias = None if self.bias is None else self.bias.float()
-        return self._conv_forward(input.float(), self.weight.float(), bias).to(input.dtype)
+        cpu = input.device.type == "cpu"
+        # Under CPU autocast F.conv2d would cast input, weight and bias to the autocast dtype.
+        autocast = cpu and torch.is_autocast_enabled("cpu") and input.dtype != torch.float64
+        dtype = torch.get_autocast_dtype("cpu") if autocast else input.dtype
+        if not cpu or dtype not in self.in_float32 or (not autocast and self.weight.dtype != dtype):
+            return super().forward(input)  # which raises nn.Conv2d's error on mismatched dtypes
+        with torch.autocast("cpu", enabled=False):
+            widened = [None if t is None else t.to(dtype).float() for t in (input, self.weight, self.bias)]
+            return self._conv_forward(*widened).to(dtype)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", in_float32=({', '.join(_dtype_name(d) for d in self.in_float32)})"

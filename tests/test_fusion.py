@@ -3,6 +3,7 @@ torchvision's models (weights=None, BatchNorm statistics randomised so that fold
 equal to the original in float64, with what was not fused reported; and fused models under
 torch.compile(fullgraph=True) and torch.export."""
 
+import copy
 import warnings
 
 import pytest
@@ -215,18 +216,19 @@ class _ConvolutionDtypes(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+@pytest.mark.parametrize("how", ["model", "autocast"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_16_bit_convolutions_run_in_float32_where_onednn_has_only_float32(dtype):
+def test_16_bit_convolutions_run_in_float32_where_onednn_has_only_float32(dtype, how):
     torch.manual_seed(0)
-    model = _Depthwise().to(dtype).eval()
+    model = _Depthwise().to(dtype if how == "model" else torch.float32).eval()
     fused, _ = _fuse(model)
     widened = _onednn_runs(dtype) and not _onednn_runs_natively(dtype)
     assert isinstance(fused.depthwise, Conv2dInFloat32) == widened
     in_float32 = [str(d).removeprefix("torch.") for d in (torch.bfloat16, torch.float16) if not _onednn_runs_natively(d)]
     assert fused.fusion_report.in_float32 == ([f"depthwise (4->4, 3x3, groups 4): {', '.join(in_float32)}"]
                                               if widened else [])
-    x = torch.randn(2, 4, 9, 7, dtype=dtype)
-    with torch.no_grad(), _ConvolutionDtypes() as seen:
+    x = torch.randn(2, 4, 9, 7, dtype=dtype if how == "model" else torch.float32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=how == "autocast"), _ConvolutionDtypes() as seen:
         out = fused(x)
     assert seen.dtypes == [torch.float32 if widened else dtype]  # the depthwise one; the 1x1 is ours
     with torch.no_grad():
@@ -256,21 +258,33 @@ def test_conv2d_in_float32_rounds_a_float32_sum_once(dtype, layout):
     # One rounding to dtype of a float32 sum: half an ulp of dtype, plus float32's error over 19 terms.
     assert ((out.double() - exact).abs() <= unit_roundoff * exact.abs() + 19 * 2.0 ** -24 * magnitude).all()
     x32 = x.float()  # a dtype not in in_float32 runs as nn.Conv2d does
-    layer32 = Conv2dInFloat32.from_conv2d(conv.float(), (dtype,))
+    conv32 = copy.deepcopy(conv).float()
+    layer32 = Conv2dInFloat32.from_conv2d(conv32, (dtype,))
     with torch.no_grad(), _ConvolutionDtypes() as seen:
-        assert torch.equal(layer32(x32), F.conv2d(x32, conv.weight, conv.bias, 2, 1, 1, 3))
+        assert torch.equal(layer32(x32), F.conv2d(x32, conv32.weight, conv32.bias, 2, 1, 1, 3))
     assert seen.dtypes == [torch.float32, torch.float32]
+    with pytest.raises(RuntimeError, match="should be the same"):  # as nn.Conv2d: no silent widening
+        layer32(x)
+    # Under autocast to dtype, F.conv2d's casts, then the same float32 sum.
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype), _ConvolutionDtypes() as seen:
+        autocast_out = layer32(x32)
+    assert seen.dtypes == [torch.float32] and autocast_out.dtype == dtype
+    assert torch.equal(autocast_out, out)  # x32 and conv32's weights round to x and conv's
 
 
-def test_compile_fullgraph_of_a_fused_16_bit_model():
+@pytest.mark.parametrize("how", ["model", "autocast"])
+def test_compile_fullgraph_of_a_fused_16_bit_model(how):
     torch.manual_seed(0)
-    fused, _ = _fuse(_Depthwise().bfloat16().eval())
-    x = torch.randn(2, 4, 9, 7, dtype=torch.bfloat16)
-    with torch.no_grad():
+    dtype = torch.bfloat16 if how == "model" else torch.float32
+    fused, _ = _fuse(_Depthwise().to(dtype).eval())
+    x = torch.randn(2, 4, 9, 7, dtype=dtype)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=how == "autocast"):
         expected = fused(x)
         torch._dynamo.reset()
         compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
-        assert_rel_close(compiled(x), expected, 1e-2, "compiled fused bfloat16 model")
+        out = compiled(x)
+    assert out.dtype == torch.bfloat16
+    assert_rel_close(out, expected, 1e-2, "compiled fused bfloat16 model")
 
 
 class _Flatten(nn.Module):
