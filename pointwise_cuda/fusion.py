@@ -189,11 +189,11 @@ class Conv2dInFloat32(nn.Conv2d):
 
     convert(fuse=True) makes them where PyTorch's CPU convolution runs float32 with oneDNN but has no
     oneDNN kernel for bfloat16 or float16 (CPUs without AVX-512), for inputs in those dtypes and for
-    CPU autocast to them: PyTorch runs those through im2col and
-    its own GEMM, a grouped convolution group by group. The widened inputs and weights cost a copy;
-    in float32, oneDNN runs the convolution. Fused, bfloat16, channels_last, batch 4, 2 threads, on an
-    AVX2 AMD EPYC (Zen 2): MobileNetV2 268 ms with PyTorch's bfloat16 convolutions, 42 ms so; ResNet-50
-    1154 against 231 ms (torchvision eager: 926 and 2415 ms). PyTorch's own 16-bit convolution also
+    CPU autocast to them: PyTorch runs those through im2col and its own GEMM, a grouped convolution
+    group by group. The widened input and weight cost a copy each; in float32, oneDNN runs the
+    convolution. Fused, bfloat16, channels_last, batch 4, 2 threads, on an AVX2 AMD EPYC (Zen 2),
+    bench/e2e.py: MobileNetV2 268.6 ms with PyTorch's bfloat16 convolutions, 43.5 ms so; ResNet-50
+    1154.5 against 237.1 ms (torchvision eager: 946 and 2425 ms). PyTorch's own 16-bit convolution also
     sums in float32, so the numbers change only by where it rounds."""
 
     in_float32: Tuple[torch.dtype, ...] = ()
