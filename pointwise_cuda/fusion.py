@@ -17,6 +17,7 @@ runs, given a CPU image, in the layout its convolutions are fastest in for the i
 in the input's layout (_run_in_fastest_layout).
 """
 
+import contextlib
 import dataclasses
 import operator
 import warnings
@@ -215,7 +216,8 @@ class Conv2dInFloat32(nn.Conv2d):
         dtype = torch.get_autocast_dtype("cpu") if autocast else input.dtype
         if not cpu or dtype not in self.in_float32 or (not autocast and self.weight.dtype != dtype):
             return super().forward(input)  # which raises nn.Conv2d's error on mismatched dtypes
-        with torch.autocast("cpu", enabled=False):
+        # Outside autocast no context: torch.export would record one.
+        with torch.autocast("cpu", enabled=False) if autocast else contextlib.nullcontext():
             widened = [None if t is None else t.to(dtype).float() for t in (input, self.weight, self.bias)]
             return self._conv_forward(*widened).to(dtype)
 

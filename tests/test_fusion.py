@@ -285,6 +285,9 @@ def test_compile_fullgraph_of_a_fused_16_bit_model(how):
         out = compiled(x)
     assert out.dtype == torch.bfloat16
     assert_rel_close(out, expected, 1e-2, "compiled fused bfloat16 model")
+    if how == "model":
+        program = torch.export.export(fused, (x,))
+        assert torch.equal(program.module()(x), expected)
 
 
 class _Flatten(nn.Module):
