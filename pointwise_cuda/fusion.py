@@ -263,9 +263,9 @@ def _run_in_fastest_layout(gm: torch.fx.GraphModule, report: FusionReport) -> No
     ms, against 30-31 ms with a channels_last input. Inductor's layout optimisation does the same.
     Where oneDNN does not run the dtype (float64; bfloat16 and float16 on CPUs without their
     instructions, unless a Conv2dInFloat32 runs them in float32), PyTorch's own convolution runs a
-    grouped convolution group by group, and
-    channels_last makes each group a strided copy: a depthwise 3x3, bfloat16, batch 4, on that EPYC
-    took 91-110 ms channels_last against 10-22 ms NCHW (a dense 3x3 the other way: 51 against 219 ms).
+    grouped convolution group by group, and channels_last makes each group a strided copy: a
+    depthwise 3x3, bfloat16, batch 4, on that EPYC took 91-110 ms channels_last against 10-22 ms NCHW
+    (a dense 3x3 the other way: 51 against 219 ms).
     So a model with grouped convolutions runs NCHW in those dtypes (_inside_format).
 
     Not on CUDA: the GPU kernels' layouts have not been timed against each other. A graph that asks
