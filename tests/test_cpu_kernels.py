@@ -127,11 +127,11 @@ def test_grad_weight_of_a_big_weight_over_long_chunks(cpu_path, dtype):
 # Grad-weight shapes whose GEMM puts a different operand on A with 1 thread than with 2
 # on the 6 x 16 tile (backward_weight_typed): the grad output's channels on A, so that the tiles go straight to
 # grad_weight, or the input's, so that each tile is scattered over grad_weight's rows. Channels
-# last, 24 -> 40 over 1024 pixels: 2 chunks, so only with 2 threads do units cut A into blocks, and
-# the operand with fewer channels goes to B. NCHW, 1024 -> 48 over 16 pixels: rows 4 KiB apart,
+# last, 24 -> 40 over 256 pixels: 1 chunk, so only with 2 threads do units cut A into blocks, and
+# the operand with fewer channels goes to B. NCHW, 1024 -> 48 over 36 pixels: rows 4 KiB apart,
 # and the model moves the input to B only with 1 thread (less transposing). The sums must not
 # change with the operands' places.
-@pytest.mark.parametrize("layout,c_in,c_out,n,hw", [("channels_last", 24, 40, 1, 32), ("nchw", 1024, 48, 1, 4)],
+@pytest.mark.parametrize("layout,c_in,c_out,n,hw", [("channels_last", 24, 40, 1, 16), ("nchw", 1024, 48, 1, 6)],
                          ids=["channels_last-24-40", "nchw-1024-48"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 def test_grad_weight_matches_float64_whichever_operand_is_a(cpu_path, dtype, layout, c_in, c_out, n, hw,
@@ -247,11 +247,12 @@ def test_channels_last_groups_sharing_lines_match_float64(cpu_path, dtype, resto
 
 
 def test_grad_weight_reading_nchw_channels_in_place(cpu_path):
-    # NCHW, 40x40 planes: the grad-weight chunks of 534 pixels lie in one image (A's whole panels of
-    # input channels read in place, the partial last panel packed) or cross into the next (packed).
+    # NCHW, 3 images of 36x36: the grad-weight chunks of 486 pixels lie in one image (A's whole
+    # panels of input channels read in place, the partial last panel packed) or cross into the next
+    # (packed).
     g = torch.Generator().manual_seed(5)
-    x = torch.randn(2, 40, 40, 40, generator=g)
-    grad = torch.randn(2, 20, 40, 40, generator=g)
+    x = torch.randn(3, 40, 36, 36, generator=g)
+    grad = torch.randn(3, 20, 36, 36, generator=g)
     ours = torch.ops.pointwise_cuda.conv_backward_weight(grad, x, [1, 1], [0, 0], 1)
     ref = torch.einsum("nopq,nipq->oi", grad.double(), x.double())
     assert rel_err(ours.reshape(20, 40), ref) <= TOLERANCE[torch.float32]

@@ -428,16 +428,28 @@ void backward_input_typed(const BackwardInputArgs& args) {
   run_pixel_gemm<T, Kernels>(pg, g);
 }
 
-// Pixels per partial sum of backward_weight: about 512, all chunks near-equal so that threads
-// share them evenly, and few enough that the partial sums fit in 64 MiB of floats. It depends on
-// the sizes only, never on the thread count, so the partial sums and their fixed-order reduction
-// give the same bits on every run.
+// backward_weight's units pack their chunk's pixels a slice at a time, the sums going on from slice
+// to slice, so that their packing buffers hold a slice of A's block and of B: packing all of a chunk
+// of 4096 pixels for a 4096 x 4096 weight took 67 MB a thread. A multiple of every kernel set's
+// depth block (and depth group), so the sums are those of one pass over the chunk, bit for bit.
+constexpr int64_t kReductionSlice = 512;
+
+// Pixels per partial sum of backward_weight, in chunks of near-equal length. It depends on the
+// sizes only, never on the thread count, so the partial sums and their fixed-order reduction give
+// the same bits on every run. At most a slice, so that a chunk is packed in one pass (chunks of 523
+// pixels, as 6272 or 1568 pixels made, ran a second slice of 11); more than 2 chunks are a multiple
+// of 4, which 1, 2 and 4 threads share evenly and which keeps them over half a slice; and few
+// enough that the partial sums fit in 64 MiB of floats (longer chunks are sliced). Grad-weight of
+// ResNet-50's and MobileNetV2's 1x1 layers (2 threads, batch 2 and 4, an AVX2 Zen 2 EPYC, processes
+// alternated), time against chunks of pixels / 512 rounded down and two units a thread (see
+// wanted_blocks): geomean 0.93 channels_last, 0.90-0.93 NCHW; 56x56 and 28x28 layers 0.82-0.95,
+// 2048 -> 512 at 7x7 NCHW batch 4 0.66; at most 1.06 (256 -> 1024 at 14x14 NCHW).
 int64_t reduction_chunk(int64_t pixels, int64_t weight_size) {
-  constexpr int64_t kChunk = 512;
   constexpr int64_t kMaxPartialValues = int64_t{1} << 24;
   const int64_t max_chunks = std::max<int64_t>(1, kMaxPartialValues / weight_size);
-  const int64_t chunks = std::min(max_chunks, std::max<int64_t>(1, pixels / kChunk));
-  return ceil_div(pixels, chunks);
+  int64_t chunks = ceil_div(pixels, kReductionSlice);
+  if (chunks > 2) chunks = ceil_div(chunks, 4) * 4;
+  return ceil_div(pixels, std::min(max_chunks, chunks));
 }
 
 // One operand of backward_weight's GEMM: the channels of one activation over the pixels.
@@ -470,16 +482,14 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
   const int64_t pixels = g.batch * g.out_pixels();
   const int64_t chunk = reduction_chunk(pixels, weight_size);
   const int64_t chunks = ceil_div(pixels, chunk);
-  // A unit packs its chunk's pixels a slice at a time, the sums going on from slice to slice, so
-  // that its packing buffers hold kSlice pixels of A's block and of B: packing all of a chunk of
-  // 4096 pixels for a 4096 x 4096 weight took 67 MB a thread. A multiple of every kernel set's
-  // depth block (and depth group), so the sums are those of one pass over the chunk, bit for bit.
-  constexpr int64_t kSlice = 512;
-  static_assert(kSlice % Block::kDepth == 0 && kSlice % K::kDepthGroup == 0, "slices are whole depth blocks");
+  static_assert(kReductionSlice % Block::kDepth == 0 && kReductionSlice % K::kDepthGroup == 0,
+                "slices are whole depth blocks");
   // Each unit packs all of B. Units cut A into blocks where the chunks alone leave threads idle:
-  // about two units per thread (near-equal). The split does not change any sum, only who computes
-  // it, and neither does which operand is A (each sum takes the same products in the same order).
-  const int64_t wanted_blocks = ceil_div(2 * at::get_num_threads(), chunks * g.groups);
+  // a unit per thread (near-equal). Two a thread packed B twice as often, and by the model below
+  // left the input on A with scattered stores (1024 -> 512 at 14x14 NCHW took 0.72-0.84x the time
+  // with one: the grad output goes to A). The split does not change any sum, only who computes it,
+  // and neither does which operand is A (each sum takes the same products in the same order).
+  const int64_t wanted_blocks = ceil_div(at::get_num_threads(), chunks * g.groups);
   // Which operand is A is a matter of packing and storing cost; it changes no sum. Measured on an
   // AVX2 EPYC, batch 2, 2 threads:
   //  - B is packed once per unit. In NCHW that packing transposes (B's lines, channels, are not
@@ -499,7 +509,7 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
   const bool scattered_rows_alias = in_channels * static_cast<int64_t>(sizeof(Acc)) % 4096 == 0;
   const int64_t a_blocks_at_most = std::max<int64_t>(1, wanted_blocks);
   const int64_t scattered_tiles = ceil_div(in_channels, Shape::kRows) * ceil_div(out_channels, Shape::kCols) *
-                                  ceil_div(pixels, kSlice) * g.groups;
+                                  ceil_div(pixels, kReductionSlice) * g.groups;
   const int64_t added_transposing = (in_channels - out_channels) * pixels * a_blocks_at_most * g.groups;
   const bool grad_output_is_a =
       g.channels_last ? out_channels <= in_channels || wanted_blocks > 1 || scattered_rows_alias
@@ -526,7 +536,7 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
   };
 
   const int64_t work_per_unit = std::min(chunk, pixels) * a_block * Shape::kRows * b_side.channels;
-  const int64_t slice = std::min(chunk, kSlice);
+  const int64_t slice = std::min(chunk, kReductionSlice);
   // Units are (chunk, group, block of A's channels); a unit packs its A block and all of B.
   at::parallel_for(
       0, chunks * g.groups * a_blocks, grain_for(work_per_unit), [&](int64_t begin, int64_t end) {
