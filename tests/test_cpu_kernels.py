@@ -128,10 +128,10 @@ def test_grad_weight_of_a_big_weight_over_long_chunks(cpu_path, dtype):
 # on the 6 x 16 tile (backward_weight_typed): the grad output's channels on A, so that the tiles go straight to
 # grad_weight, or the input's, so that each tile is scattered over grad_weight's rows. Channels
 # last, 24 -> 40 over 256 pixels: 1 chunk, so only with 2 threads do units cut A into blocks, and
-# the operand with fewer channels goes to B. NCHW, 1024 -> 48 over 36 pixels: rows 4 KiB apart,
+# the operand with fewer channels goes to B. NCHW, 1024 -> 48 over 144 pixels: rows 4 KiB apart,
 # and the model moves the input to B only with 1 thread (less transposing). The sums must not
 # change with the operands' places.
-@pytest.mark.parametrize("layout,c_in,c_out,n,hw", [("channels_last", 24, 40, 1, 16), ("nchw", 1024, 48, 1, 6)],
+@pytest.mark.parametrize("layout,c_in,c_out,n,hw", [("channels_last", 24, 40, 1, 16), ("nchw", 1024, 48, 1, 12)],
                          ids=["channels_last-24-40", "nchw-1024-48"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 def test_grad_weight_matches_float64_whichever_operand_is_a(cpu_path, dtype, layout, c_in, c_out, n, hw,

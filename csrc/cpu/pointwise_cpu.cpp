@@ -503,9 +503,12 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
   //    (NCHW) spent 30% of its time in those stores. With its input on B it spent 13% more in
   //    transposing instead, and took 0.7-0.8x the time. In NCHW the input goes to B there when the
   //    scattered stores cost more than the added transposing, in a model: a scattered tile costs as
-  //    much as transposing kScatteredTileCost elements. That layer moves with more than 55;
-  //    1024 -> 512 at 14x14 took 1.03-1.08x the time moved, and stays with less than 146.
-  constexpr int64_t kScatteredTileCost = 100;
+  //    much as transposing kScatteredTileCost elements. With one unit a thread (batch 2 and 4,
+  //    processes alternated), layers whose added transposing came to at most 257 elements a
+  //    scattered tile took 0.5-0.86x the time moved (1024 -> 256 and 2048 -> 256 at 14x14, 1024
+  //    -> 48 at 4x4); at 550-630 one gained 7% and another lost 10%, and at 1157-2641 moving lost
+  //    up to 2.3x (4096 -> 64 at 14x14, 1024 -> 16 at 28x28).
+  constexpr int64_t kScatteredTileCost = 400;
   const bool scattered_rows_alias = in_channels * static_cast<int64_t>(sizeof(Acc)) % 4096 == 0;
   const int64_t a_blocks_at_most = std::max<int64_t>(1, wanted_blocks);
   const int64_t scattered_tiles = ceil_div(in_channels, Shape::kRows) * ceil_div(out_channels, Shape::kCols) *
