@@ -152,10 +152,10 @@ def test_grad_weight_matches_float64_whichever_operand_is_a(cpu_path, dtype, lay
 
 
 # Channels-last grad-weight of few channels reads them in place (backward_weight_typed): 24 -> 48,
-# both operands; 32 -> 16, the input (the grad output's last panel of 6 is partial, so it is
-# packed); 48 -> 48 in 2 groups, the grad output (in float64, pixels 32 channels apart at most:
-# only the 24 input channels). NCHW never does, and both layouts take the same
-# products in the same order: the sums must be equal, bit for bit.
+# both operands; 32 -> 16, the input, and the grad output's 2 whole panels of 6 (its partial last
+# panel is packed and run in a pass of its own); 48 -> 48 in 2 groups, the grad output (in
+# float64, pixels 32 channels apart at most: only the 24 input channels). NCHW never does, and
+# both layouts take the same products in the same order: the sums must be equal, bit for bit.
 @pytest.mark.parametrize("c_in,c_out,groups", [(24, 48, 1), (32, 16, 1), (48, 48, 2)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_grad_weight_in_place_equals_packed(cpu_path, dtype, c_in, c_out, groups):
