@@ -45,6 +45,19 @@ inline bool evenly_spaced(const int64_t* offsets, int64_t n, int64_t stride) {
 
 inline bool unit_stride(const int64_t* offsets, int64_t n) { return evenly_spaced(offsets, n, 1); }
 
+// Whether offsets[0..n) are all valid and consecutive in runs of 32 or more on average: NCHW pixels
+// of two or more images (grad-weight's chunks of 14x14 and 7x7 maps), which pack_panels packs run
+// by run as if each were unit stride.
+inline bool in_long_runs(const int64_t* offsets, int64_t n) {
+  constexpr int64_t kMinRun = 32;
+  int64_t runs = 1;
+  for (int64_t k = 0; k < n; ++k) {
+    if (offsets[k] < 0) return false;
+    runs += k > 0 && offsets[k] != offsets[k - 1] + 1;
+  }
+  return n >= runs * kMinRun;
+}
+
 // out[i] = in[i] for i < n, converted to P (the packed operands' element type).
 template <typename T, typename P>
 void convert(const T* in, int64_t n, P* out) {
@@ -206,6 +219,21 @@ void pack_panels(const Panels<P, kGroup>& out, const T* src, const int64_t* line
       }
     }
     return;
+  }
+  // Depth steps in long runs (in_long_runs): each run packed as one, copied or transposed by the
+  // branches above rather than gathered step by step below.
+  if constexpr (kGroup == 1) {
+    if (in_long_runs(depth_offset, depth)) {
+      for (int64_t k0 = 0; k0 < depth;) {
+        int64_t k1 = k0 + 1;
+        while (k1 < depth && depth_offset[k1] == depth_offset[k1 - 1] + 1) ++k1;
+        Panels<P, kGroup> run = out;
+        run.data = out.data + out.offset(0, k0);
+        pack_panels<Width>(run, src, line_offset, depth_offset + k0, k1 - k0, true);
+        k0 = k1;
+      }
+      return;
+    }
   }
   // Lines are usually runs of consecutive pixels of one channel (NCHW). Depth steps go outermost
   // so that each channel is read as one long run across all panels: going panel by panel instead

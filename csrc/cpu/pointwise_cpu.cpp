@@ -654,9 +654,12 @@ void backward_weight_typed(const BackwardWeightArgs& args) {
             };
             // A's panels packed from `first` on.
             auto packed_a = [&](int64_t first) {
+              // In rows where the pixels run consecutively (one image, or long runs of several):
+              // packing copies each line's runs, rather than transposing them.
               const bool a_unit_stride = unit_stride(a_pixels.data(), depth);
+              const bool a_in_rows = a_unit_stride || (K::kDepthGroup == 1 && in_long_runs(a_pixels.data(), depth));
               const Pack a = Pack::for_a(a_buffer.get(), a_count - first, Shape::kRows, depth,
-                                         a_unit_stride || AInRows<K>::value);
+                                         a_in_rows || AInRows<K>::value);
               pack_panels<Shape::kRows>(a, a_side.data, a_lines.data() + first * Shape::kRows, a_pixels.data(), depth,
                                         a_unit_stride);
               return a;
