@@ -249,7 +249,7 @@ def test_channels_last_groups_sharing_lines_match_float64(cpu_path, dtype, resto
 def test_grad_weight_reading_nchw_channels_in_place(cpu_path):
     # NCHW, 3 images of 36x36: the grad-weight chunks of 486 pixels lie in one image (A's whole
     # panels of input channels read in place, the partial last panel packed) or cross into the next
-    # (packed).
+    # (packed run by run, each image's pixels copied into rows: pack_panels' in_long_runs).
     g = torch.Generator().manual_seed(5)
     x = torch.randn(3, 40, 36, 36, generator=g)
     grad = torch.randn(3, 20, 36, 36, generator=g)
