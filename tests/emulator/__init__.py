@@ -72,7 +72,9 @@ def load(verbose=False):
         sources=sources,
         # This folder first: its cuda/hardware.cuh replaces csrc/cuda/hardware.cuh.
         extra_include_paths=[str(HERE), str(REPO / "csrc"), include],
-        extra_cflags=["-O1", "-fvisibility=hidden"],
+        # C++20 named: the runtime uses it (defaulted ==, std::popcount), and torch 2.11's
+        # cpp_extension defaults to C++17 where 2.14's gives C++20.
+        extra_cflags=["-O1", "-fvisibility=hidden", "-std=c++20"],
         build_directory=str(BUILD_DIR),
         verbose=verbose,
     )
