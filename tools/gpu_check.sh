@@ -16,7 +16,8 @@
 #   profile      host time per call, torch.profiler kernel tables, and Nsight Compute reports of a
 #                latency-bound (squeeze-excite), a memory-bound and a compute-bound layer
 #   test-cpu     the rest of pytest (CI runs it too, but with another torch)
-# The emulated-CUDA tests are left out: they never touch a GPU and every CI run has them.
+# The emulator's tests (test_cuda_emulated, _counters, _audit) are left out: they never touch a GPU,
+# every CI run has them, and building the emulator would eat the test step's budget.
 #
 # Usage: bash tools/gpu_check.sh [--budget SECONDS] [step ...]   (default: all, in that order; budget 540)
 # A step starts only if the budget still holds its usual length, and is stopped at the budget's end;
@@ -105,7 +106,7 @@ for step in "${steps[@]}"; do
       if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then stop_run "cuda_cases did not finish"; fi ;;
     main) run_step main 15 60 python3 -m pointwise_cuda --device cuda ;;
     test) run_step test 120 200 "${PYTEST[@]}" tests -k cuda --ignore tests/test_cuda_emulated.py \
-            --ignore tests/test_cuda.py ;;
+            --ignore tests/test_cuda_counters.py --ignore tests/test_cuda_audit.py --ignore tests/test_cuda.py ;;
     test-cuda) run_step test-cuda 45 120 "${PYTEST[@]}" tests/test_cuda.py --runslow ;;
     test-cpu) run_step test-cpu 90 240 "${PYTEST[@]}" tests -k "not cuda" --ignore tests/test_cuda_emulated.py ;;
     sanitize)
