@@ -146,6 +146,10 @@ def test_a_cpu_nchw_input_runs_channels_last_inside_and_comes_back_nchw():
     with torch.no_grad():
         out, expected = fused(x), model(x)
     assert inside[0].is_contiguous(memory_format=torch.channels_last) and not inside[0].is_contiguous()
+    # The 3x3 convolution's weight in that layout too (else PyTorch copies it at every call); the
+    # model given keeps its own.
+    assert fused.conv.weight.is_contiguous(memory_format=torch.channels_last) and not fused.conv.weight.is_contiguous()
+    assert model.conv.weight.is_contiguous()
     assert out["map"].is_contiguous() and out["map"].stride() == expected["map"].stride()
     assert_rel_close(out["map"], expected["map"], 1e-12, "4-D output")
     assert_rel_close(out["pooled"], expected["pooled"], 1e-12, "2-D output")
