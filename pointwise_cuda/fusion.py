@@ -268,7 +268,8 @@ def _run_in_fastest_layout(gm: torch.fx.GraphModule, report: FusionReport) -> No
     (a dense 3x3 the other way: 51 against 219 ms).
     So a model with grouped convolutions runs NCHW in those dtypes (_inside_format).
 
-    The CPU weights of the convolutions left to PyTorch are stored in the layout those run in.
+    Where every CPU input runs channels_last, so do the CPU weights of the convolutions left to
+    PyTorch; where the layout depends on the dtype, they are NCHW and the input decides.
     Not on CUDA: the GPU kernels' layouts have not been timed against each other. A graph that asks
     for strides (_LAYOUT_SENSITIVE_METHODS) runs in its input's layout; report.layout says which."""
     sensitive = sorted({node.target for node in gm.graph.nodes
@@ -288,21 +289,17 @@ def _run_in_fastest_layout(gm: torch.fx.GraphModule, report: FusionReport) -> No
         channels_last_dtypes = tuple(
             dtype for dtype in (torch.float32, torch.bfloat16, torch.float16)
             if dtype in onednn or all(dtype in getattr(conv, "in_float32", ()) for conv in grouped))
-    if channels_last_dtypes is not None:
-        # PyTorch runs a convolution channels_last if its input or its weight is: NCHW weights let
-        # the input's layout decide (a channels_last model's depthwise weights would take its NCHW
-        # bfloat16 back to channels_last: MobileNetV2 took 903 ms, not 376, on that EPYC).
-        for module in modules.values():
-            if isinstance(module, nn.Conv2d):
-                module.to(memory_format=torch.contiguous_format)
-    else:
-        # Every CPU input runs channels_last, so the CPU weights of the convolutions left to PyTorch
-        # are kept so too: PyTorch copies a weight to its input's layout at every call. Fused
-        # ResNet-50 from an NCHW model, fp32, 2 threads, a Zen 3 EPYC, paired calls: 0.92x the time
-        # at batch 1, 0.98x at batch 4 (its 3x3 weights are 45 MB).
-        for module in modules.values():
-            if isinstance(module, nn.Conv2d) and module.weight.device.type == "cpu":
-                module.to(memory_format=torch.channels_last)
+    # PyTorch runs a convolution channels_last if its input or its weight is, and copies the weight
+    # to that layout at every call. Where the layout depends on the dtype, NCHW weights let the input
+    # decide (a channels_last model's depthwise weights would take its NCHW bfloat16 back to
+    # channels_last: MobileNetV2 took 903 ms, not 376, on that EPYC). Where every CPU input runs
+    # channels_last, CPU weights are kept so too: fused ResNet-50 from an NCHW model, fp32, 2 threads,
+    # a Zen 3 EPYC, paired calls, 0.92x the time at batch 1, 0.98x at batch 4 (45 MB of 3x3 weights
+    # copied a call before).
+    weights_follow_input = channels_last_dtypes is not None
+    for module in modules.values():
+        if isinstance(module, nn.Conv2d) and (weights_follow_input or module.weight.device.type == "cpu"):
+            module.to(memory_format=torch.contiguous_format if weights_follow_input else torch.channels_last)
     with gm.graph.inserting_after(placeholders[-1]):
         for placeholder in placeholders:
             converted = gm.graph.call_function(_to_inside_layout, (placeholder, channels_last_dtypes))
